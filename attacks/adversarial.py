@@ -94,8 +94,13 @@ def _choice(value: str, valid: Sequence[str], what: str) -> str:
     raise ConfigError(f"unknown {what} {value!r}; available: {', '.join(valid)}{suggestion}")
 
 
+def _is_real(value: object) -> bool:
+    """A finite int or float (bools excluded)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_eps(eps: float, name: str = "eps") -> float:
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps < 0:
+    if not _is_real(eps) or eps < 0:
         raise ConfigError(f"{name} must be a finite number >= 0 (pixel units, inputs in [0, 1]); got {eps!r}")
     return float(eps)
 
@@ -103,7 +108,7 @@ def _check_eps(eps: float, name: str = "eps") -> float:
 def _check_alpha(alpha: float | None, name: str = "alpha") -> float | None:
     if alpha is None:
         return None
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha) or alpha <= 0:
+    if not _is_real(alpha) or alpha <= 0:
         raise ConfigError(f"{name} (step size) must be a finite number > 0; got {alpha!r}")
     return float(alpha)
 
@@ -656,14 +661,17 @@ class _TorchattacksAttack:
             else:  # one signed step of a custom size, then projection == PGD with one step
                 self.attack = ta.PGD(model, eps=s.eps, alpha=s.step_size, steps=1, random_start=False)
         elif s.name == "pgd":
-            self.attack = ta.PGD(model, eps=s.eps, alpha=s.alpha, steps=s.steps, random_start=s.uses_random_start)
+            self.attack = ta.PGD(model, eps=s.eps, alpha=s.alpha, steps=s.steps,
+                                 random_start=s.uses_random_start)
         elif s.name == "pgd_l2":
             self.attack = ta.PGDL2(model, eps=s.eps, alpha=s.alpha, steps=s.steps,
                                    random_start=s.uses_random_start)
         else:
             self.attack = self._autoattack(ta, model, s, num_classes, seed)
 
-    def _autoattack(self, ta: ModuleType, model: nn.Module, s: AttackSpec, num_classes: int, seed: int) -> object:
+    def _autoattack(
+        self, ta: ModuleType, model: nn.Module, s: AttackSpec, num_classes: int, seed: int
+    ) -> object:
         # torchattacks.AutoAttack(version="standard") hard-codes its parts' defaults: 10 APGD/FAB
         # iterations (the paper uses 100) and n_classes - 1 targets (the paper uses the top 9;
         # with n_classes=10 on fewer classes it indexes out of range). We assemble the same four
@@ -766,7 +774,8 @@ def _run_attack(
             yb = y[i:i + batch_size].detach().to(device=device, dtype=torch.long)
             adv = attack(xb, yb).detach().to(device=device, dtype=xb.dtype)
             if adv.shape != xb.shape:
-                raise RuntimeError(f"backend {backend!r} returned shape {tuple(adv.shape)} for {tuple(xb.shape)}")
+                raise RuntimeError(f"backend {backend!r} returned shape {tuple(adv.shape)} "
+                                   f"for inputs of shape {tuple(xb.shape)}")
             # Guarantee the threat model whatever the backend did (ART's AutoAttack accepts a
             # relative 1e-4 overshoot, DeepFool overshoots by design).
             projected = _project(adv, xb, spec.eps, spec.norm)

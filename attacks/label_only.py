@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -60,11 +60,15 @@ def _inputs(name: str, x: ArrayLike, input_shape: tuple[int, ...]) -> np.ndarray
         raise DataError(f"{name} must hold numbers, got dtype {a.dtype}")
     a = a.astype(np.float32)
     if a.ndim < 1 or tuple(a.shape[1:]) != input_shape:
-        raise DataError(f"{name} must have shape (N, {', '.join(map(str, input_shape))}) to match "
-                        f"input_shape={input_shape}, got {a.shape}")
+        raise DataError(
+            f"{name} must have shape (N, {', '.join(map(str, input_shape))}) to match "
+            f"input_shape={input_shape}, got {a.shape}"
+        )
     if a.size and (not np.all(np.isfinite(a)) or a.min() < 0.0 or a.max() > 1.0):
-        raise DataError(f"{name} must hold finite pixel values in [0, 1] (the attack clips to that box), got "
-                        f"min {np.nanmin(a):.4g}, max {np.nanmax(a):.4g}")
+        raise DataError(
+            f"{name} must hold finite pixel values in [0, 1] (the attack clips to that box), got "
+            f"min {np.nanmin(a):.4g}, max {np.nanmax(a):.4g}"
+        )
     return a
 
 
@@ -75,8 +79,10 @@ def _one_hot(name: str, y: ArrayLike, n: int, num_classes: int) -> np.ndarray:
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         raise DataError(f"{name} must hold integer class labels, got dtype {a.dtype}")
     if n and (a.min() < 0 or a.max() >= num_classes):
-        raise DataError(f"{name} must lie in [0, {num_classes - 1}] for num_classes={num_classes}, got min "
-                        f"{a.min()}, max {a.max()}")
+        raise DataError(
+            f"{name} must lie in [0, {num_classes - 1}] for num_classes={num_classes}, got min "
+            f"{a.min()}, max {a.max()}"
+        )
     # Always one-hot with num_classes columns: ART's gap attack one-hot encodes INDEX labels
     # with len(np.unique(y)) classes, which is wrong whenever a split lacks some classes.
     out = np.zeros((n, num_classes), dtype=np.float32)
@@ -133,8 +139,11 @@ def label_only_attack(
 
     The model is wrapped in ``art.estimators.classification.PyTorchClassifier`` with
     ``clip_values=(0, 1)``; its train/eval flags (every submodule) and its device are
-    restored afterwards, also on error. numpy's global RNG (used by HopSkipJump) is seeded
-    with ``seed`` for the call and restored afterwards.
+    restored afterwards, also on error. numpy's global RNG, which HopSkipJump uses for its
+    gradient-estimation directions, is seeded with ``seed`` for the call and restored
+    afterwards. Boundary scores are nevertheless NOT bit-reproducible: ART 1.20's
+    HopSkipJump draws its random starting points from an unseeded
+    ``np.random.RandomState()``.
 
     Args:
         model: classifier returning logits, taking inputs in [0, 1] (normalisation inside).
@@ -151,7 +160,7 @@ def label_only_attack(
         max_iter, max_eval, init_eval, init_size: HopSkipJump budget (boundary only), see
             the module docstring; defaults 10, 500, 50, 100.
         batch_size: HopSkipJump / prediction batch size (default 64).
-        seed: numpy seed for HopSkipJump's random directions (default 0).
+        seed: numpy global seed for HopSkipJump's gradient-estimation directions (default 0).
 
     Returns:
         ``(member_scores, nonmember_scores)``, float64, higher = more member-like:
@@ -171,12 +180,19 @@ def label_only_attack(
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise ConfigError(f"input_shape must be a non-empty tuple of positive sizes, got {input_shape!r}")
-    for name, value, low in (("max_iter", max_iter, 1), ("max_eval", max_eval, 1), ("init_eval", init_eval, 1),
-                             ("init_size", init_size, 1), ("batch_size", batch_size, 1)):
+    for name, value, low in (
+        ("max_iter", max_iter, 1),
+        ("max_eval", max_eval, 1),
+        ("init_eval", init_eval, 1),
+        ("init_size", init_size, 1),
+        ("batch_size", batch_size, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     if init_eval > max_eval:
-        raise ConfigError(f"init_eval must not exceed max_eval, got init_eval={init_eval}, max_eval={max_eval}")
+        raise ConfigError(
+            f"init_eval must not exceed max_eval, got init_eval={init_eval}, max_eval={max_eval}"
+        )
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -187,19 +203,29 @@ def label_only_attack(
     ye_in = _one_hot("y_eval_member", y_eval_member, xe_in.shape[0], num_classes)
     ye_out = _one_hot("y_eval_nonmember", y_eval_nonmember, xe_out.shape[0], num_classes)
     if method == "boundary":
-        missing = [n for n, v in (("x_train_member", x_train_member), ("y_train_member", y_train_member),
-                                  ("x_train_nonmember", x_train_nonmember),
-                                  ("y_train_nonmember", y_train_nonmember)) if v is None]
+        missing = [
+            n
+            for n, v in (
+                ("x_train_member", x_train_member),
+                ("y_train_member", y_train_member),
+                ("x_train_nonmember", x_train_nonmember),
+                ("y_train_nonmember", y_train_nonmember),
+            )
+            if v is None
+        ]
         if missing:
             raise DataError(f"method='boundary' calibrates on the train split; missing {', '.join(missing)}")
-        xt_in = _inputs("x_train_member", x_train_member, shape)  # type: ignore[arg-type]
-        xt_out = _inputs("x_train_nonmember", x_train_nonmember, shape)  # type: ignore[arg-type]
-        yt_in = _one_hot("y_train_member", y_train_member, xt_in.shape[0], num_classes)  # type: ignore[arg-type]
-        yt_out = _one_hot("y_train_nonmember", y_train_nonmember, xt_out.shape[0],  # type: ignore[arg-type]
-                          num_classes)
+        xt_in = _inputs("x_train_member", cast(ArrayLike, x_train_member), shape)
+        xt_out = _inputs("x_train_nonmember", cast(ArrayLike, x_train_nonmember), shape)
+        yt_in = _one_hot("y_train_member", cast(ArrayLike, y_train_member), xt_in.shape[0], num_classes)
+        yt_out = _one_hot(
+            "y_train_nonmember", cast(ArrayLike, y_train_nonmember), xt_out.shape[0], num_classes
+        )
         if xt_in.shape[0] == 0 or xt_out.shape[0] == 0:
-            raise DataError(f"boundary calibration needs members and non-members, got {xt_in.shape[0]} and "
-                            f"{xt_out.shape[0]}")
+            raise DataError(
+                f"boundary calibration needs members and non-members, got {xt_in.shape[0]} and "
+                f"{xt_out.shape[0]}"
+            )
 
     modes = [(m, m.training) for m in model.modules()]
     param = next(model.parameters(), None)
@@ -210,21 +236,36 @@ def label_only_attack(
             # ART moves the model to its device: "cpu", or the *current* CUDA device.
             dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
             classifier = PyTorchClassifier(
-                model=_Float32Input(model, dtype), loss=nn.CrossEntropyLoss(), input_shape=shape, nb_classes=num_classes,
-                clip_values=(0.0, 1.0), device_type="gpu" if dev.type == "cuda" else "cpu",
+                model=_Float32Input(model, dtype),
+                loss=nn.CrossEntropyLoss(),
+                input_shape=shape,
+                nb_classes=num_classes,
+                clip_values=(0.0, 1.0),
+                device_type="gpu" if dev.type == "cuda" else "cpu",
             )
             if method == "gap":
                 attack = LabelOnlyGapAttack(classifier)
                 member = attack.infer(xe_in, ye_in) if xe_in.shape[0] else np.zeros(0)
                 nonmember = attack.infer(xe_out, ye_out) if xe_out.shape[0] else np.zeros(0)
             else:
-                hsj = dict(norm=2, max_iter=max_iter, max_eval=max_eval, init_eval=init_eval, init_size=init_size,
-                           batch_size=batch_size, verbose=False)
+                hsj = dict(
+                    norm=2,
+                    max_iter=max_iter,
+                    max_eval=max_eval,
+                    init_eval=init_eval,
+                    init_size=init_size,
+                    batch_size=batch_size,
+                    verbose=False,
+                )
                 attack = LabelOnlyDecisionBoundary(classifier)
                 attack.calibrate_distance_threshold(xt_in, yt_in, xt_out, yt_out, **hsj)
                 attack.threshold_bins = []  # score = sigmoid(d - tau): monotone in the distance d
-                logger.info("label-only boundary attack: calibrated tau = %.4g on %d + %d examples",
-                            attack.distance_threshold_tau, xt_in.shape[0], xt_out.shape[0])
+                logger.info(
+                    "label-only boundary attack: calibrated tau = %.4g on %d + %d examples",
+                    attack.distance_threshold_tau,
+                    xt_in.shape[0],
+                    xt_out.shape[0],
+                )
 
                 def score(x: np.ndarray, y: np.ndarray) -> np.ndarray:
                     if x.shape[0] == 0:

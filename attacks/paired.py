@@ -81,11 +81,15 @@ def paired_scores(
     uf, rf = _vector("unl_forget", unl_forget), _vector("ret_forget", ret_forget)
     ut, rt = _vector("unl_test", unl_test), _vector("ret_test", ret_test)
     if uf.shape != rf.shape:
-        raise DataError(f"unl_forget and ret_forget must pair up example by example, got lengths "
-                        f"{uf.shape[0]} and {rf.shape[0]}")
+        raise DataError(
+            f"unl_forget and ret_forget must pair up example by example, got lengths "
+            f"{uf.shape[0]} and {rf.shape[0]}"
+        )
     if ut.shape != rt.shape:
-        raise DataError(f"unl_test and ret_test must pair up example by example, got lengths "
-                        f"{ut.shape[0]} and {rt.shape[0]}")
+        raise DataError(
+            f"unl_test and ret_test must pair up example by example, got lengths "
+            f"{ut.shape[0]} and {rt.shape[0]}"
+        )
     return uf - rf, ut - rt
 
 
@@ -142,8 +146,9 @@ def paired_test(
     forget_diffs, test_diffs = paired_scores(unl_forget, ret_forget, unl_test, ret_test)
     n_f, n_t = forget_diffs.shape[0], test_diffs.shape[0]
     if n_f == 0 or n_t == 0:
-        raise DataError(f"paired_test needs at least one forget and one test example, got n_forget={n_f}, "
-                        f"n_test={n_t}")
+        raise DataError(
+            f"paired_test needs at least one forget and one test example, got n_forget={n_f}, n_test={n_t}"
+        )
     mw = mannwhitneyu(forget_diffs, test_diffs, alternative="greater")
     u = float(mw.statistic)
     result = PairedResult(
@@ -156,6 +161,12 @@ def paired_test(
         n_forget=n_f,
         n_test=n_t,
     )
-    logger.debug("paired_test: n_f=%d n_t=%d AUC=%.4f p=%.3g shift=%.4g", n_f, n_t, result.auc,
-                 result.p_value, result.median_shift)
+    logger.debug(
+        "paired_test: n_f=%d n_t=%d AUC=%.4f p=%.3g shift=%.4g",
+        n_f,
+        n_t,
+        result.auc,
+        result.p_value,
+        result.median_shift,
+    )
     return result

@@ -77,8 +77,10 @@ Strategy = Literal["auto", "vmap", "loop"]
 
 
 def _vector(name: str, value: object) -> np.ndarray:
-    a = np.asarray(value, dtype=np.float64) if not isinstance(value, torch.Tensor) else (
-        value.detach().cpu().numpy().astype(np.float64)
+    a = (
+        np.asarray(value, dtype=np.float64)
+        if not isinstance(value, torch.Tensor)
+        else (value.detach().cpu().numpy().astype(np.float64))
     )
     if a.ndim != 1:
         raise DataError(f"{name} must be a 1-D array of shape (n,), got shape {a.shape}")
@@ -88,11 +90,15 @@ def _vector(name: str, value: object) -> np.ndarray:
 
 
 def _matrix(name: str, value: object, n: int, n_name: str) -> np.ndarray:
-    a = np.asarray(value, dtype=np.float64) if not isinstance(value, torch.Tensor) else (
-        value.detach().cpu().numpy().astype(np.float64)
+    a = (
+        np.asarray(value, dtype=np.float64)
+        if not isinstance(value, torch.Tensor)
+        else (value.detach().cpu().numpy().astype(np.float64))
     )
     if a.ndim != 2 or a.shape[0] != n:
-        raise DataError(f"{name} must have shape ({n}, R) to match {n_name} of length {n}, got shape {a.shape}")
+        raise DataError(
+            f"{name} must have shape ({n}, R) to match {n_name} of length {n}, got shape {a.shape}"
+        )
     if a.shape[1] < 1:
         raise DataError(f"{name} must have at least one reference column, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
@@ -251,8 +257,9 @@ def lira_online(
         needs_pool = np.ones_like(count, dtype=bool) if fix_variance else count < 2
         if needs_pool.any() and dof == 0:
             raise ConfigError(
-                f"online LiRA cannot estimate the {side} variance: no example has 2 or more {side} reference "
-                f"models (in_mask has at most {int(count.max(initial=0))} per row); train more reference models"
+                f"online LiRA cannot estimate the {side} variance: no example has 2 or more {side} "
+                f"reference models (in_mask has at most {int(count.max(initial=0))} per row); "
+                "train more reference models"
             )
         return np.maximum(np.where(needs_pool, np.sqrt(pooled) if dof else 1.0, np.sqrt(var)), STD_FLOOR)
 
@@ -348,8 +355,10 @@ def _rmia_denominator(ref: np.ndarray, in_mask: np.ndarray | None, a: float) -> 
         in_only = mean_in
     n_in_only = int(((n_out == 0) & (n_in > 0)).sum())
     if n_in_only:
-        logger.warning("rmia: %d examples have only IN reference models; Pr(x) inverted from the offline model",
-                       n_in_only)
+        logger.warning(
+            "rmia: %d examples have only IN reference models; Pr(x) inverted from the offline model",
+            n_in_only,
+        )
     return np.where(n_in == 0, offline, np.where(n_out == 0, in_only, online))
 
 
@@ -418,8 +427,7 @@ def rmia(
             f"population_ref_p must come from the same R={rx.shape[1]} reference models as ref_p, "
             f"got {rz.shape[1]} columns"
         )
-    for name, arr in (("target_p", tx), ("ref_p", rx), ("population_target_p", tz),
-                      ("population_ref_p", rz)):
+    for name, arr in (("target_p", tx), ("ref_p", rx), ("population_target_p", tz), ("population_ref_p", rz)):
         _probabilities(name, arr)
     mask = None if in_mask is None else _mask("in_mask", in_mask, rx.shape)
 
@@ -464,8 +472,8 @@ def resolve_strategy(model: nn.Module, strategy: Strategy) -> Literal["vmap", "l
     if _has_running_stats(model):
         if strategy == "vmap":
             raise ConfigError(
-                f"strategy='vmap' cannot train {type(model).__name__}: it has normalisation layers with running "
-                "statistics (e.g. BatchNorm); use strategy='loop' or 'auto'"
+                f"strategy='vmap' cannot train {type(model).__name__}: it has normalisation layers with "
+                "running statistics (e.g. BatchNorm); use strategy='loop' or 'auto'"
             )
         return "loop"
     if strategy == "auto" and _has_dropout(model):
@@ -489,12 +497,19 @@ def _batch_order(n: int, seed: int, epochs: int) -> list[torch.Tensor]:
 
 
 def _check_training_args(
-    x: torch.Tensor, y: torch.Tensor, seeds: Sequence[int], epochs: int, batch_size: int, lr: float,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: Sequence[int],
+    epochs: int,
+    batch_size: int,
+    lr: float,
     weight_decay: float,
 ) -> list[int]:
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise DataError(f"x must be a torch.Tensor of shape (N, ...), got {type(x).__name__}"
-                        + (f" with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else ""))
+        raise DataError(
+            f"x must be a torch.Tensor of shape (N, ...), got {type(x).__name__}"
+            + (f" with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else "")
+        )
     if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise DataError(f"y must be a tensor of shape ({x.shape[0]},) to match x, got {shape}")
@@ -519,8 +534,15 @@ def _check_training_args(
 
 
 def _train_loop(
-    make_model: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, seeds: list[int], epochs: int,
-    batch_size: int, lr: float, weight_decay: float, device: torch.device,
+    make_model: Callable[[], nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: list[int],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
     progress: Callable[[int, int], None] | None,
 ) -> list[nn.Module]:
     n, total = x.shape[0], len(seeds) * epochs
@@ -537,8 +559,9 @@ def _train_loop(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            logger.debug("reference model %d (seed %d) epoch %d: last batch loss %.4f", r, seed, e + 1,
-                         loss.item())
+            logger.debug(
+                "reference model %d (seed %d) epoch %d: last batch loss %.4f", r, seed, e + 1, loss.item()
+            )
             if progress is not None:
                 progress(r * epochs + e + 1, total)
         models.append(model.eval())
@@ -546,8 +569,15 @@ def _train_loop(
 
 
 def _train_vmap(
-    make_model: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, seeds: list[int], epochs: int,
-    batch_size: int, lr: float, weight_decay: float, device: torch.device,
+    make_model: Callable[[], nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: list[int],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
     progress: Callable[[int, int], None] | None,
 ) -> list[nn.Module]:
     n, n_models = x.shape[0], len(seeds)
@@ -561,11 +591,14 @@ def _train_vmap(
     skeleton.train()
     randomness = "different" if _has_dropout(skeleton) else "error"
     if randomness == "different":
-        logger.warning("vmap training with dropout: each model draws its own masks, which differ from the "
-                       "loop strategy's; the models are valid but not identical to strategy='loop'")
+        logger.warning(
+            "vmap training with dropout: each model draws its own masks, which differ from the "
+            "loop strategy's; the models are valid but not identical to strategy='loop'"
+        )
 
-    def loss_one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor,
-                 yb: torch.Tensor) -> torch.Tensor:
+    def loss_one(
+        p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
+    ) -> torch.Tensor:
         return F.cross_entropy(functional_call(skeleton, (p, b), (xb,)), yb)
 
     batched_loss = vmap(loss_one, in_dims=(0, 0, 0, 0), randomness=randomness)
@@ -653,12 +686,19 @@ def train_reference_models(
         raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
     probe = _seeded_model(make_model, seed_list[0], torch.device("meta"))
     chosen = resolve_strategy(probe, strategy)
-    logger.info("training %d reference models (%s, %d epochs, batch %d) on %s", len(seed_list), chosen, epochs,
-                batch_size, dev)
+    logger.info(
+        "training %d reference models (%s, %d epochs, batch %d) on %s",
+        len(seed_list),
+        chosen,
+        epochs,
+        batch_size,
+        dev,
+    )
     xd, yd = x.to(dev), y.to(device=dev, dtype=torch.long)
     trainer = _train_vmap if chosen == "vmap" else _train_loop
-    return trainer(make_model, xd, yd, seed_list, epochs, batch_size, float(lr), float(weight_decay), dev,
-                   progress)
+    return trainer(
+        make_model, xd, yd, seed_list, epochs, batch_size, float(lr), float(weight_decay), dev, progress
+    )
 
 
 @dataclass(frozen=True)
@@ -701,8 +741,9 @@ def benchmark_strategies(
         ConfigError: as :func:`train_reference_models`, including a model vmap cannot train.
     """
     dev = torch.device(device)
-    kwargs = dict(seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                  device=dev)
+    kwargs = dict(
+        seeds=seeds, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=dev
+    )
     times: dict[str, float] = {}
     trained: dict[str, list[nn.Module]] = {}
     for strategy in ("loop", "vmap"):
@@ -757,7 +798,7 @@ def data_digest(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> s
     """SHA-256 of the bytes, dtypes and shapes of x and y."""
     h = hashlib.sha256()
     for name, arr in (("x", x), ("y", y)):
-        t = torch.as_tensor(arr) if not isinstance(arr, torch.Tensor) else arr
+        t = arr if isinstance(arr, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(arr))
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
         h.update(_tensor_bytes(t))
     return h.hexdigest()
@@ -784,8 +825,9 @@ class SignalCache:
         if self.directory.exists() and not self.directory.is_dir():
             raise ConfigError(f"cache directory {self.directory} exists and is not a folder")
 
-    def path_for(self, model: nn.Module, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
-                 key: str = "") -> Path:
+    def path_for(
+        self, model: nn.Module, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, key: str = ""
+    ) -> Path:
         """Where the entry for (model, x, y, key) lives (whether or not it exists)."""
         return self.directory / f"{self._entry_id(model_digest(model), data_digest(x, y), key)}.npz"
 
@@ -828,8 +870,13 @@ class SignalCache:
         out = compute_fn(model, x)
         values = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
         buf = io.BytesIO()
-        np.savez(buf, values=values, model_digest=np.array(m_digest), data_digest=np.array(d_digest),
-                 key=np.array(key))
+        np.savez(
+            buf,
+            values=values,
+            model_digest=np.array(m_digest),
+            data_digest=np.array(d_digest),
+            key=np.array(key),
+        )
         atomic_write_bytes(path, buf.getvalue())
         logger.debug("signal cache stored %s (%s)", path.name, values.shape)
         return values

@@ -324,8 +324,6 @@ def test_own_perturbations_stay_in_threat_model(mlp, test_split) -> None:
 
 def test_autoattack_torchattacks_settings() -> None:
     """AutoAttack 'standard' parts with the paper's settings: top-9 targets, `steps` iterations."""
-    import torchattacks
-
     from attacks.adversarial import _TorchattacksAttack
 
     for num_classes, targets in ((100, 9), (10, 9), (5, 4), (3, None)):
@@ -339,7 +337,6 @@ def test_autoattack_torchattacks_settings() -> None:
             assert parts["APGDT"].n_target_classes == targets
         else:
             assert any("APGD-T skipped" in note for note in built.notes)
-    assert torchattacks.__version__ >= "3.5"
 
 
 def test_autoattack_torchattacks_in_threat_model_and_strongest(mlp, test_split) -> None:
@@ -508,6 +505,26 @@ def test_gradient_masking_is_flagged(mlp, test_split) -> None:
     hard = HardArgmax(mlp)
     assert gradient_check(hard, x, y) == 1.0
     assert torch.equal(pgd_perturb(hard, x, y, 0.1, alpha=0.01, steps=3, random_start=False), x)
+
+
+class Noisy(nn.Module):
+    """A randomised defence: Gaussian input noise at inference."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x + 0.5 * torch.randn_like(x))
+
+
+def test_randomised_model_is_flagged(mlp, test_split) -> None:
+    x, y = test_split
+    torch.manual_seed(0)
+    specs = [AttackSpec.fgsm(0.05), AttackSpec.fgsm(0.1)]
+    res = robustness_suite(Noisy(mlp), x, y, specs, backend="native", num_classes=10)
+    assert res.results[0].clean_accuracy != res.results[1].clean_accuracy
+    assert any("clean accuracy differs between runs" in w for w in res.warnings)
 
 
 def test_weaker_attack_beating_stronger_is_flagged(mlp, test_split) -> None:

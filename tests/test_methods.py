@@ -8,6 +8,7 @@ a retrained model's is near 0%, so "forgetting" is measurable). Everything runs 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -19,10 +20,11 @@ import torchattacks
 from sklearn.datasets import load_digits
 from torch import nn
 
-from unlearn_audit.errors import ConfigError, DataError
+from unlearn_audit.errors import ConfigError, DataError, ModelError
 from unlearn_audit.methods import UnlearnData, build_adversarial_set, get_method, list_methods
 from unlearn_audit.methods._common import batches, n_batches, random_wrong_labels
 from unlearn_audit.methods.boundary_shrink import fgsm_neighbour_labels
+from unlearn_audit.methods.influence_distillation import per_sample_kl
 from unlearn_audit.methods.l1_sparse import l1_alpha
 from unlearn_audit.methods.salun import saliency_mask
 from unlearn_audit.methods.scrub import distill_kl
@@ -74,7 +76,11 @@ def data(digits) -> UnlearnData:
 def make_cnn(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Dropout(0.1),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.1),
         nn.Linear(4 * 8 * 8, 10),
     )
 
@@ -84,7 +90,9 @@ def make_mlp(seed: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 150, lr: float = 1e-2) -> nn.Module:
+def train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 150, lr: float = 1e-2
+) -> nn.Module:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(steps):
@@ -97,14 +105,18 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 150, 
 
 @pytest.fixture(scope="module")
 def cnn(digits) -> nn.Module:
-    return train(make_cnn(1), torch.cat([digits["fx"], digits["rx"]]), torch.cat([digits["fy"], digits["ry"]]), 60)
+    return train(
+        make_cnn(1), torch.cat([digits["fx"], digits["rx"]]), torch.cat([digits["fy"], digits["ry"]]), 60
+    )
 
 
 @pytest.fixture(scope="module")
 def memorised(digits):
     """An MLP that memorised 30 forget digits carrying random WRONG labels (plus 300 retain digits)."""
     fy_wrong = random_wrong_labels(digits["fy"], 10, torch.Generator().manual_seed(1))
-    model = train(make_mlp(1), torch.cat([digits["fx"], digits["rx"]]), torch.cat([fy_wrong, digits["ry"]]), 300)
+    model = train(
+        make_mlp(1), torch.cat([digits["fx"], digits["rx"]]), torch.cat([fy_wrong, digits["ry"]]), 300
+    )
     data = UnlearnData(digits["fx"], fy_wrong, digits["rx"], digits["ry"], num_classes=10)
     return model, data
 
@@ -134,7 +146,9 @@ def test_contract(name, cnn, data):
     cnn.train()  # the caller's mode must survive
     calls: list[tuple[int, int]] = []
     rng_before = torch.get_rng_state()
-    out = get_method(name, **FAST[name]).unlearn(cnn, data, seed=0, progress=lambda d, t: calls.append((d, t)))
+    out = get_method(name, **FAST[name]).unlearn(
+        cnn, data, seed=0, progress=lambda d, t: calls.append((d, t))
+    )
     assert cnn.training
     cnn.eval()
     assert_same_state(state(cnn), before)
@@ -151,8 +165,13 @@ def test_contract(name, cnn, data):
     assert calls and calls[-1][0] == calls[-1][1] > 0
     assert all(d1 <= d2 for (d1, _), (d2, _) in zip(calls, calls[1:], strict=False))
     assert all(d <= t for d, t in calls)
-    expected = {"retrain": ("retain",), "finetune": ("retain",), "l1_sparse": ("retain",),
-                "gradient_ascent": ("forget",), "boundary_shrink": ("forget",)}
+    expected = {
+        "retrain": ("retain",),
+        "finetune": ("retain",),
+        "l1_sparse": ("retain",),
+        "gradient_ascent": ("forget",),
+        "boundary_shrink": ("forget",),
+    }
     assert out.touched == expected.get(name, ("forget", "retain"))
 
 
@@ -162,6 +181,8 @@ def test_same_seed_same_weights(name, cnn, data):
     a = method.unlearn(cnn, data, seed=3).model
     b = method.unlearn(cnn, data, seed=3).model
     assert_same_state(state(a), state(b))
+    torch.manual_seed(12345)  # the caller's global RNG state must not matter
+    assert_same_state(state(method.unlearn(cnn, data, seed=3).model), state(a))
     c = method.unlearn(cnn, data, seed=4).model  # batch order, labels, dropout or init differ
     assert any(not torch.equal(v, state(c)[k]) for k, v in state(a).items()), "the seed has no effect"
 
@@ -172,8 +193,14 @@ def test_retain_access(name, cnn, data):
     forget_only = UnlearnData(data.forget_x, data.forget_y, None, None, num_classes=10)
     info = next(m for m in list_methods() if m.name == name)
     if "retain" in info.requires or name in OPTIONAL_RETAIN:
-        with pytest.raises(ConfigError, match=f"method '{name}'.*needs the retain set"):
+        with pytest.raises(ConfigError, match=f"method '{name}'.*needs the retain set") as err:
             get_method(name, **FAST[name]).unlearn(cnn, forget_only)
+        if name == "finetune":
+            assert str(err.value) == (
+                "method 'finetune' needs the retain set; pass --data/--forget or --retain-data"
+            )
+        if name in OPTIONAL_RETAIN:
+            assert "--set retain=none" in str(err.value)
     if name in OPTIONAL_RETAIN:
         out = get_method(name, **FAST[name], retain="none").unlearn(cnn, forget_only)
         assert out.touched == ("forget",)
@@ -186,8 +213,19 @@ def test_retain_access(name, cnn, data):
 
 def test_list_methods_describes_every_parameter():
     infos = {m.name: m for m in list_methods()}
-    assert set(infos) >= {"retrain", "finetune", "gradient_ascent", "random_label", "boundary_shrink",
-                          "l1_sparse", "salun", "scrub", "amun", "amun_salun", "influence_distillation"}
+    assert set(infos) >= {
+        "retrain",
+        "finetune",
+        "gradient_ascent",
+        "random_label",
+        "boundary_shrink",
+        "l1_sparse",
+        "salun",
+        "scrub",
+        "amun",
+        "amun_salun",
+        "influence_distillation",
+    }
     for info in infos.values():
         assert info.doc and info.requires in (frozenset({"forget"}), frozenset({"forget", "retain"}))
         defaults = dataclasses.asdict(get_method(info.name))
@@ -220,8 +258,11 @@ def test_get_method_converts_cli_strings():
         ({"retain": "maybe"}, r"'retain'.*must be 'use' \| 'none', got 'maybe'"),
         ({"momentum": "1.0"}, r"'momentum'.*in \[0, 1\)"),
         ({"epochs": 2.0}, r"'epochs'.*must be int, got 2.0"),
-        ({"lrr": "0.1"}, r"unknown parameter 'lrr' for method 'amun'; valid parameters: eps_init, .*"
-                         r"did you mean 'lr'\?"),
+        (
+            {"lrr": "0.1"},
+            r"unknown parameter 'lrr' for method 'amun'; valid parameters: eps_init, .*"
+            r"did you mean 'lr'\?",
+        ),
     ],
 )
 def test_get_method_rejects_bad_values(kwargs, pattern):
@@ -230,8 +271,11 @@ def test_get_method_rejects_bad_values(kwargs, pattern):
 
 
 def test_unknown_method_suggests_the_closest():
-    with pytest.raises(ConfigError, match=r"unknown method 'amunn'; available: amun, amun_salun, .*; "
-                                          r"did you mean 'amun'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown method 'amunn'; available: amun, amun_salun, .*; "
+        r"did you mean 'amun'\?",
+    ):
         get_method("amunn")
     with pytest.raises(ConfigError, match=r"unknown method 'zzz'; available: [a-z0-9_, ]+$"):
         get_method("zzz")
@@ -258,6 +302,13 @@ def test_unlearn_data_validation(digits):
         UnlearnData(fx, fy, digits["rx"], None, num_classes=10)
     with pytest.raises(DataError, match="int64"):
         UnlearnData(fx, fy.int(), None, None, num_classes=10)
+
+
+def test_unlearn_rejects_a_model_that_does_not_fit_the_data(data):
+    with pytest.raises(ModelError, match=r"logits of shape \(N, num_classes=10\), got \(2, 3\)"):
+        get_method("finetune", epochs=1).unlearn(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), data)
+    with pytest.raises(ModelError, match=r"cannot process forget samples of shape \(1, 8, 8\)"):
+        get_method("finetune", epochs=1).unlearn(nn.Sequential(nn.Flatten(), nn.Linear(65, 10)), data)
 
 
 # --------------------------------------------------------------------------- behaviour
@@ -303,23 +354,50 @@ def test_retrain_notes_modules_it_cannot_reset(data):
     assert any("without reset_parameters" in n and "1" in n for n in out.notes)
 
 
-def test_gradient_ascent_and_amun_lower_forget_accuracy(memorised, digits):
+@pytest.mark.parametrize(
+    ("name", "kwargs", "at_most"),
+    [
+        ("gradient_ascent", {"lr": 0.05, "epochs": 5, "batch_size": 30}, 0.7),
+        ("random_label", {"retain": "none", "lr": 0.05, "epochs": 5, "batch_size": 10}, 0.5),
+        ("salun", {"retain": "none", "lr": 0.05, "epochs": 5, "batch_size": 10}, 0.6),
+        ("boundary_shrink", {"lr": 0.05, "epochs": 5, "batch_size": 10}, 0.3),
+    ],
+)
+def test_forget_set_methods_lower_forget_accuracy(name, kwargs, at_most, memorised):
     model, data = memorised
-    orig_forget = accuracy(model, data.forget_x, data.forget_y)
+    assert accuracy(model, data.forget_x, data.forget_y) == 1.0
+    out = get_method(name, **kwargs).unlearn(model, data, seed=0).model
+    assert accuracy(out, data.forget_x, data.forget_y) <= at_most
+
+
+def test_amun_forgets_through_its_adversarial_examples(memorised, digits):
+    """AMUN lowers forget accuracy; the same fine-tuning without D_A (forget set twice) does not."""
+    model, data = memorised
     orig_test = accuracy(model, digits["tx"], digits["ty"])
-    assert orig_forget == 1.0
+    # A tiny set gets few optimizer steps per epoch, so the test uses a constant lr and batch 32.
+    kwargs = {"lr": 0.05, "epochs": 3, "batch_size": 32, "lr_gamma": 1.0}
+    amun_acc, control_acc = [], []
+    for seed in (0, 1, 2):
+        out = get_method("amun", **kwargs).unlearn(model, data, seed=seed)
+        amun_acc.append(accuracy(out.model, data.forget_x, data.forget_y))
+        assert accuracy(out.model, digits["tx"], digits["ty"]) >= orig_test - 0.08  # no collapse
+        assert (
+            "30/30 forget samples flipped" in out.notes[0] and "0.0% of searches hit the cap" in out.notes[1]
+        )
 
-    ga = get_method("gradient_ascent", lr=0.05, epochs=5, batch_size=30).unlearn(model, data).model
-    assert accuracy(ga, data.forget_x, data.forget_y) <= orig_forget - 0.3
-
-    # AMUN on a tiny set needs more optimizer steps than its per-epoch schedule gives: constant lr.
-    amun = get_method("amun", lr=0.05, epochs=3, batch_size=32, lr_gamma=1.0)
-    for seed in (0, 1):
-        out = amun.unlearn(model, data, seed=seed)
-        assert accuracy(out.model, data.forget_x, data.forget_y) <= orig_forget - 0.15
-        # ... without the collapse that gradient ascent risks
-        assert accuracy(out.model, digits["tx"], digits["ty"]) >= orig_test - 0.08
-        assert "30/30 forget samples flipped" in out.notes[0] and "0.0% of searches hit the cap" in out.notes[1]
+        control = copy.deepcopy(model)
+        opt = torch.optim.SGD(control.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.cat([data.forget_x, data.forget_x, data.retain_x])
+        y = torch.cat([data.forget_y, data.forget_y, data.retain_y])
+        for _ in range(3):
+            for idx in batches(len(x), 32, gen):
+                opt.zero_grad()
+                F.cross_entropy(control(x[idx]), y[idx]).backward()
+                opt.step()
+        control_acc.append(accuracy(control, data.forget_x, data.forget_y))
+    assert np.mean(amun_acc) <= 0.75
+    assert np.mean(amun_acc) <= np.mean(control_acc) - 0.2
 
 
 def test_amun_adversarial_examples_are_valid(memorised):
@@ -371,7 +449,9 @@ def test_amun_search_on_linear_model_is_within_factor_two_of_the_exact_distance(
     assert bool(adv.success.all())
     assert bool((adv.eps >= exact * (1 - 1e-9)).all()), "flipped at a radius below the exact distance"
     assert bool((adv.eps < 2 * exact).all()), "the doubling search overshot by a factor >= 2"
-    assert bool((adv.delta_norm >= exact * (1 - 1e-9)).all()) and bool((adv.delta_norm <= adv.eps + 1e-12).all())
+    assert bool((adv.delta_norm >= exact * (1 - 1e-9)).all()) and bool(
+        (adv.delta_norm <= adv.eps + 1e-12).all()
+    )
 
 
 def test_amun_pgd_round_matches_torchattacks_pgdl2(memorised):
@@ -403,7 +483,9 @@ def test_amun_caps_the_search():
     x = torch.full((3, 1, 2, 2), 0.5)
     adv = build_adversarial_set(model, x, torch.zeros(3, dtype=torch.int64), steps=3, max_doublings=2)
     assert not bool(adv.success.any()) and adv.capped_share == 1.0
-    assert adv.max_eps == pytest.approx(0.16) and torch.equal(adv.eps, torch.full((3,), 0.16, dtype=torch.float64))
+    assert adv.max_eps == pytest.approx(0.16) and torch.equal(
+        adv.eps, torch.full((3,), 0.16, dtype=torch.float64)
+    )
     assert math.isnan(adv.mean_eps)
 
 
@@ -416,9 +498,34 @@ def test_influence_penalty_pushes_away_from_the_teacher(memorised):
     assert accuracy(pushed, data.forget_x, data.forget_y) <= 0.8
 
 
+def test_scrub_max_steps_push_the_student_away_on_the_forget_set(memorised):
+    model, data = memorised
+    kw = {"lr": 0.01, "epochs": 2, "forget_batch_size": 8}
+    without = get_method("scrub", max_steps=0, **kw).unlearn(model, data).model
+    with_max = get_method("scrub", max_steps=2, **kw).unlearn(model, data).model
+    with torch.no_grad():
+        kl_f0 = float(per_sample_kl(model(data.forget_x), without(data.forget_x)).mean())
+        kl_f2 = float(per_sample_kl(model(data.forget_x), with_max(data.forget_x)).mean())
+        kl_r2 = float(per_sample_kl(model(data.retain_x), with_max(data.retain_x)).mean())
+    assert kl_f2 > 5 * kl_f0
+    assert kl_f2 > 3 * kl_r2  # the push is specific to the forget set
+
+
+def test_l1_sparse_is_finetune_plus_a_shrinking_penalty(memorised):
+    model, data = memorised
+    l1 = lambda m: float(sum(p.detach().abs().sum() for p in m.parameters()))  # noqa: E731
+    ft = get_method("finetune", epochs=2).unlearn(model, data, seed=1).model
+    plain = get_method("l1_sparse", epochs=2, alpha=0.0).unlearn(model, data, seed=1).model
+    assert_same_state(state(ft), state(plain))
+    sparse = get_method("l1_sparse", epochs=2, alpha=1e-2).unlearn(model, data, seed=1).model
+    assert l1(sparse) < l1(ft) - 1.0
+
+
 def test_saliency_mask_matches_a_slow_reference(memorised):
     model, data = memorised
-    mask = saliency_mask(model, data.forget_x, data.forget_y, ratio=0.5, device=torch.device("cpu"), batch_size=8)
+    mask = saliency_mask(
+        model, data.forget_x, data.forget_y, ratio=0.5, device=torch.device("cpu"), batch_size=8
+    )
     # reference: summed per-batch gradients of the mean CE, ranked with numpy over all weights
     grads = {n: np.zeros(p.shape) for n, p in model.named_parameters()}
     for start in range(0, 30, 8):  # batches of 8, 8, 8, 6
@@ -439,8 +546,15 @@ def test_saliency_mask_matches_a_slow_reference(memorised):
 def test_masked_methods_only_change_salient_weights(name, memorised):
     model, data = memorised
     ratio_key = "ratio" if name == "salun" else "mask_ratio"
-    kw = {"epochs": 2, "batch_size": 32, ratio_key: 0.3, **({"attack_steps": 10} if name == "amun_salun" else {})}
-    mask = saliency_mask(model, data.forget_x, data.forget_y, ratio=0.3, device=torch.device("cpu"), batch_size=32)
+    kw = {
+        "epochs": 2,
+        "batch_size": 32,
+        ratio_key: 0.3,
+        **({"attack_steps": 10} if name == "amun_salun" else {}),
+    }
+    mask = saliency_mask(
+        model, data.forget_x, data.forget_y, ratio=0.3, device=torch.device("cpu"), batch_size=32
+    )
     out = get_method(name, **kw).unlearn(model, data).model
     for n, p in model.named_parameters():
         new = dict(out.named_parameters())[n]

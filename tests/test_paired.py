@@ -1,4 +1,4 @@
-"""Tests for attacks.paired: the single-reference paired test, on synthetic numbers and on real tiny models."""
+"""Tests for attacks.paired: the single-reference paired test, on synthetic data and real tiny models."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from torch import nn
 from attacks.paired import PairedResult, paired_scores, paired_test
 from attacks.signals import compute_signals
 from unlearn_audit.errors import DataError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # Tiny models on a shared 2-core machine: intra-op threads only add synchronisation cost.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_paired_scores_are_elementwise_differences():
@@ -44,7 +53,9 @@ def test_p_value_is_the_exact_one_sided_permutation_p_value():
 
     def u_stat(first: tuple[int, ...]) -> float:
         rest = [j for j in range(len(pooled)) if j not in first]
-        return sum(float(pooled[i] > pooled[j]) + 0.5 * float(pooled[i] == pooled[j]) for i in first for j in rest)
+        return sum(
+            float(pooled[i] > pooled[j]) + 0.5 * float(pooled[i] == pooled[j]) for i in first for j in rest
+        )
 
     splits = list(itertools.combinations(range(9), 4))
     observed = u_stat((0, 1, 2, 3))
@@ -102,17 +113,21 @@ def digits_models():
         with torch.no_grad():
             return compute_signals(model(x_all[idx]), y_all[idx])
 
-    return {name: (signals(m, forget), signals(m, test))
-            for name, m in (("original", original), ("ret1", retrained1), ("ret2", retrained2))}
+    return {
+        name: (signals(m, forget), signals(m, test))
+        for name, m in (("original", original), ("ret1", retrained1), ("ret2", retrained2))
+    }
 
 
 def test_original_vs_retrained_is_detected_better_than_a_population_attack(digits_models):
     orig_f, orig_t = digits_models["original"]
     ret_f, ret_t = digits_models["ret1"]
-    res = paired_test(orig_f.logit_confidence, ret_f.logit_confidence, orig_t.logit_confidence,
-                      ret_t.logit_confidence)
-    population_auc = roc_auc_score(np.r_[np.ones(len(orig_f)), np.zeros(len(orig_t))],
-                                   np.r_[-orig_f.loss, -orig_t.loss])
+    res = paired_test(
+        orig_f.logit_confidence, ret_f.logit_confidence, orig_t.logit_confidence, ret_t.logit_confidence
+    )
+    population_auc = roc_auc_score(
+        np.r_[np.ones(len(orig_f)), np.zeros(len(orig_t))], np.r_[-orig_f.loss, -orig_t.loss]
+    )
     assert res.auc > 0.6 and res.p_value < 1e-4 and res.median_shift > 0
     assert res.auc > population_auc + 0.02
 
@@ -120,8 +135,9 @@ def test_original_vs_retrained_is_detected_better_than_a_population_attack(digit
 def test_two_retrained_models_are_indistinguishable(digits_models):
     ret2_f, ret2_t = digits_models["ret2"]
     ret1_f, ret1_t = digits_models["ret1"]
-    res = paired_test(ret2_f.logit_confidence, ret1_f.logit_confidence, ret2_t.logit_confidence,
-                      ret1_t.logit_confidence)
+    res = paired_test(
+        ret2_f.logit_confidence, ret1_f.logit_confidence, ret2_t.logit_confidence, ret1_t.logit_confidence
+    )
     # Null standard deviation of the AUC for 100 vs 600 examples is about 0.031.
     assert abs(res.auc - 0.5) < 0.1
     assert res.p_value > 1e-3

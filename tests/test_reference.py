@@ -25,6 +25,16 @@ from attacks.reference import (
 )
 from unlearn_audit.errors import ConfigError, DataError
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # Tiny models on a shared 2-core machine: intra-op threads only add synchronisation cost.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- slow references
 
 
@@ -121,32 +131,39 @@ def test_lira_online_matches_scipy_loop(fix_variance):
     ref = ref + 1.5 * in_mask
     target = rng.normal(size=n)
     got = lira_online(target, ref, in_mask, fix_variance=fix_variance)
-    np.testing.assert_allclose(got, slow_lira_online(target, ref, in_mask, fix_variance), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        got, slow_lira_online(target, ref, in_mask, fix_variance), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_lira_online_fallbacks_are_as_documented(caplog):
     rng = np.random.default_rng(2)
     r = 6
     ref = rng.normal(size=(4, r))
-    in_mask = np.array([
-        [1, 1, 1, 0, 0, 0],  # full
-        [1, 1, 0, 0, 0, 0],  # full
-        [1, 0, 0, 0, 0, 0],  # one IN: pooled IN std
-        [0, 0, 0, 0, 0, 0],  # no IN: mean shifted, pooled IN std
-    ], dtype=bool)
+    in_mask = np.array(
+        [
+            [1, 1, 1, 0, 0, 0],  # full
+            [1, 1, 0, 0, 0, 0],  # full
+            [1, 0, 0, 0, 0, 0],  # one IN: pooled IN std
+            [0, 0, 0, 0, 0, 0],  # no IN: mean shifted, pooled IN std
+        ],
+        dtype=bool,
+    )
     target = np.array([0.3, -0.2, 0.5, 1.0])
     with caplog.at_level(logging.WARNING, logger="attacks.reference"):
         got = lira_online(target, ref, in_mask)
     assert "fallbacks" in caplog.text
     np.testing.assert_allclose(got[:2], slow_lira_online(target[:2], ref[:2], in_mask[:2])[:2], rtol=1e-10)
     pooled_in = slow_pooled_std(ref, in_mask)
-    row2 = norm.logpdf(target[2], ref[2, 0], pooled_in) - norm.logpdf(target[2], ref[2, 1:].mean(),
-                                                                       ref[2, 1:].std(ddof=1))
+    row2 = norm.logpdf(target[2], ref[2, 0], pooled_in) - norm.logpdf(
+        target[2], ref[2, 1:].mean(), ref[2, 1:].std(ddof=1)
+    )
     assert got[2] == pytest.approx(row2, rel=1e-10)
     shift = np.median([ref[i][in_mask[i]].mean() - ref[i][~in_mask[i]].mean() for i in range(3)])
     mu_out3 = ref[3].mean()
-    row3 = norm.logpdf(target[3], mu_out3 + shift, pooled_in) - norm.logpdf(target[3], mu_out3,
-                                                                           ref[3].std(ddof=1))
+    row3 = norm.logpdf(target[3], mu_out3 + shift, pooled_in) - norm.logpdf(
+        target[3], mu_out3, ref[3].std(ddof=1)
+    )
     assert got[3] == pytest.approx(row3, rel=1e-10)
 
 
@@ -262,7 +279,9 @@ def _max_param_diff(a: nn.Module, b: nn.Module) -> float:
 
 def test_loop_follows_documented_seeding_contract():
     x, y = _toy_data()
-    (model,) = train_reference_models(_mlp, x, y, seeds=[7], epochs=2, batch_size=32, lr=1e-2, strategy="loop")
+    (model,) = train_reference_models(
+        _mlp, x, y, seeds=[7], epochs=2, batch_size=32, lr=1e-2, strategy="loop"
+    )
     # Independent plain training loop following the docstring.
     torch.manual_seed(7)
     ref = _mlp()
@@ -285,8 +304,9 @@ def test_vmap_training_equals_loop_training_and_leaves_global_rng_alone():
     kwargs = dict(seeds=[0, 1, 2], epochs=3, batch_size=32, lr=1e-2, weight_decay=1e-4)
     seen = []
     looped = train_reference_models(_mlp, x, y, strategy="loop", **kwargs)
-    vmapped = train_reference_models(_mlp, x, y, strategy="vmap", progress=lambda d, t: seen.append((d, t)),
-                                     **kwargs)
+    vmapped = train_reference_models(
+        _mlp, x, y, strategy="vmap", progress=lambda d, t: seen.append((d, t)), **kwargs
+    )
     assert torch.equal(torch.random.get_rng_state(), state)
     assert seen == [(3, 9), (6, 9), (9, 9)]
     for a, b in zip(looped, vmapped, strict=True):
@@ -360,4 +380,6 @@ def test_signal_cache_recovers_from_a_corrupt_entry(tmp_path: Path):
     path.write_bytes(b"not a zip file")
     out = cache.get_or_compute(model, x, y, lambda m, xs: np.arange(3.0), key="k")
     np.testing.assert_array_equal(out, np.arange(3.0))
-    np.testing.assert_array_equal(cache.get_or_compute(model, x, y, lambda m, xs: None, key="k"), np.arange(3.0))
+    np.testing.assert_array_equal(
+        cache.get_or_compute(model, x, y, lambda m, xs: None, key="k"), np.arange(3.0)
+    )

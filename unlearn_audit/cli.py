@@ -43,11 +43,19 @@ class _State:
 state = _State()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"unlearn-audit {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print results only.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
 ) -> None:
     """Audit machine unlearning: prove (or disprove) that a model has forgotten data.
 
@@ -55,9 +63,6 @@ def _root(
     methods), methods (list them), evaluate (the audit: HTML, JSON, JUnit, exit code),
     report (re-render a saved audit), benchmark and robustness-study.
     """
-    if version:
-        typer.echo(f"unlearn-audit {__version__}")
-        raise typer.Exit(0)
     state.quiet = quiet
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -111,6 +116,17 @@ def info(message: str) -> None:
     typer.echo(message)
 
 
+def check_output_path(path: Path) -> None:
+    """Fail before long work when an output path cannot be written."""
+    import os
+
+    if path.is_dir():
+        raise ConfigError(f"output path {path} is a folder; give a file name")
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"cannot write {path}: folder {parent} is not writable")
+
+
 def parse_sets(items: list[str] | None) -> dict[str, str]:
     """``--set key=value`` pairs as a dict of strings."""
     out: dict[str, str] = {}
@@ -140,40 +156,6 @@ TestDataOpt = Annotated[Optional[Path], typer.Option("--test-data", help="Test r
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, forget sampling, training and attacks.")]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the built-in train/test split.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
-
-
-def load_roles(
-    data: str | None,
-    forget: str | None,
-    forget_data: Path | None,
-    retain_data: Path | None,
-    test_data: Path | None,
-    *,
-    seed: int,
-    split_seed: int,
-    num_classes: int | None = None,
-):
-    """Resolve the two ways of naming the roles into a :class:`~unlearn_audit.data.Roles`."""
-    from unlearn_audit.data import load_dataset, load_role_files, make_roles
-
-    files = [forget_data, retain_data, test_data]
-    if data is not None:
-        if any(files):
-            raise ConfigError("give either --data with --forget, or the three role files, not both")
-        if forget is None:
-            raise ConfigError("--data needs --forget (class:K, random:F or an index file)")
-        roles = make_roles(load_dataset(data, split_seed=split_seed), forget, seed=seed)
-        if num_classes is not None and roles.num_classes > num_classes:
-            raise ConfigError(f"data has labels up to {roles.num_classes - 1} but the model has {num_classes} classes")
-        return roles
-    if all(files):
-        if forget is not None:
-            raise ConfigError("--forget goes with --data; the role files already name the forget set")
-        return load_role_files(forget_data, retain_data, test_data, num_classes=num_classes)  # type: ignore[arg-type]
-    if any(files):
-        missing = [n for n, f in zip(("--forget-data", "--retain-data", "--test-data"), files, strict=True) if not f]
-        raise ConfigError(f"role files need all three; missing {', '.join(missing)}")
-    raise ConfigError("name the data: --data DATA --forget SPEC, or --forget-data/--retain-data/--test-data")
 
 
 # --------------------------------------------------------------------------- train
@@ -217,6 +199,8 @@ def train(
     with _errors():
         from unlearn_audit.api import train_checkpoint
 
+        check_output_path(out)
+
         result = train_checkpoint(
             out=out,
             data=data or "mnist-5k",
@@ -242,6 +226,202 @@ def train(
         info(result.summary())
 
 
+# --------------------------------------------------------------------------- unlearn / methods
+
+
+@app.command()
+def unlearn(
+    method: Annotated[str, typer.Option("--method", "-m", help="Registry name; see `unlearn-audit methods`.")],
+    model: Annotated[Path, typer.Option("--model", help="The original model (native checkpoint or state_dict + --arch).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the unlearned checkpoint.")],
+    data: DataOpt = None,
+    forget: ForgetOpt = None,
+    forget_data: ForgetDataOpt = None,
+    retain_data: RetainDataOpt = None,
+    test_data: TestDataOpt = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture of a bare state_dict model.")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Method hyperparameter key=value (repeatable).")
+    ] = None,
+    seed: SeedOpt = 0,
+    split_seed: SplitSeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Run a bundled unlearning method and save the unlearned model.
+
+    Example: unlearn-audit unlearn --method amun --model original.pt --data mnist-5k --forget random:0.1
+    --out unlearned.pt --set epochs=5
+
+    With only --forget-data (no --retain-data) methods that need the retain set refuse;
+    `--set retain=none` runs AMUN, RL and SalUn with forget-set access only.
+    """
+    with _errors():
+        from unlearn_audit.api import unlearn_checkpoint
+
+        check_output_path(out)
+
+        result = unlearn_checkpoint(
+            method=method, model=model, out=out, params=parse_sets(set_), data=data, forget=forget,
+            forget_data=forget_data, retain_data=retain_data, test_data=test_data, arch=arch, seed=seed,
+            split_seed=split_seed, device=device, progress_factory=progress_bar,
+        )
+        info(result.summary())
+
+
+@app.command()
+def methods(
+    name: Annotated[Optional[str], typer.Argument(help="Show one method in full.")] = None,
+) -> None:
+    """List every bundled unlearning method with its parameters and defaults."""
+    with _errors():
+        from unlearn_audit.methods import get_method, list_methods
+
+        infos = list_methods()
+        if name is not None:
+            get_method(name)  # raises with a did-you-mean for unknown names
+            infos = [i for i in infos if i.name == name]
+        for i in infos:
+            needs = ", ".join(sorted(i.requires))
+            info(f"{i.name}  (needs: {needs})\n    {i.doc}")
+            for p in i.params:
+                info(f"    --set {p.name + '=' + str(p.default):<26} {p.type:<14} {p.help}")
+            info("")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+VERDICT_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
+
+
+@app.command()
+def evaluate(
+    original: Annotated[Path, typer.Option("--original", help="The model before unlearning.")],
+    unlearned: Annotated[Path, typer.Option("--unlearned", help="The model after unlearning.")],
+    retrained: Annotated[
+        Optional[Path], typer.Option("--retrained", help="A model retrained without the forget set (gold standard).")
+    ] = None,
+    data: DataOpt = None,
+    forget: ForgetOpt = None,
+    forget_data: ForgetDataOpt = None,
+    retain_data: RetainDataOpt = None,
+    test_data: TestDataOpt = None,
+    arch: Annotated[
+        Optional[str], typer.Option("--arch", help="Architecture of bare state_dict / safetensors models.")
+    ] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML file overriding gating thresholds.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON.")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write the HTML compliance report.")] = None,
+    junit_out: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML (one testcase per check).")] = None,
+    reference_models: Annotated[
+        int, typer.Option("--reference-models", help="Train N reference models without the forget set (U-LiRA).")
+    ] = 0,
+    reference_dir: Annotated[
+        Optional[Path], typer.Option("--reference-dir", help="Folder of models trained without the forget set.")
+    ] = None,
+    robustness: Annotated[
+        bool, typer.Option("--robustness/--no-robustness", help="Measure PGD robust accuracy (ACC, R-ACC, Gap).")
+    ] = True,
+    robust_samples: Annotated[int, typer.Option("--robust-samples", help="Test examples attacked.")] = 500,
+    robust_eps: Annotated[
+        Optional[float], typer.Option("--robust-eps", help="PGD L-inf radius (default 0.3 MNIST-like, 8/255 other).")
+    ] = None,
+    robust_steps: Annotated[Optional[int], typer.Option("--robust-steps", help="PGD steps (40 MNIST, 10 other).")] = None,
+    cache_dir: Annotated[
+        Optional[Path], typer.Option("--cache-dir", help="Cache for reference models (default ~/.cache/unlearn-audit).")
+    ] = None,
+    seed: SeedOpt = 0,
+    split_seed: SplitSeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Audit an unlearned model: membership inference, accuracy, robustness, distances; gate on a policy.
+
+    Example: unlearn-audit evaluate --original original.pt --unlearned unlearned.pt --retrained retrained.pt
+    --data mnist-5k --forget random:0.1 --html audit.html --json audit.json --junit audit.xml
+
+    Exit code: 0 pass, 1 fail, 3 inconclusive, 2 usage or input error.
+    """
+    with _errors():
+        from unlearn_audit.api import evaluate_audit
+
+        for target in (json_out, html_out, junit_out):
+            if target is not None:
+                check_output_path(target)
+        if robust_samples < 1:
+            raise ConfigError(f"--robust-samples must be >= 1, got {robust_samples}")
+        outputs = evaluate_audit(
+            original=original,
+            unlearned=unlearned,
+            retrained=retrained,
+            data=data,
+            forget=forget,
+            forget_data=forget_data,
+            retain_data=retain_data,
+            test_data=test_data,
+            arch=arch,
+            policy_path=policy,
+            json_out=json_out,
+            html_out=html_out,
+            junit_out=junit_out,
+            reference_models=reference_models,
+            reference_dir=reference_dir,
+            robustness=robustness,
+            robust_samples=robust_samples,
+            robust_eps=robust_eps,
+            robust_steps=robust_steps,
+            seed=seed,
+            split_seed=split_seed,
+            device=device,
+            cache_dir=cache_dir,
+            progress_factory=progress_bar,
+            say=None if state.quiet else (lambda m: typer.echo(f"  {m} ...", err=True)),
+        )
+        info(format_summary(outputs.result))
+        for kind, path in outputs.written.items():
+            info(f"wrote {kind}: {path}")
+    raise typer.Exit(VERDICT_EXIT[outputs.verdict])
+
+
+def format_summary(result: dict) -> str:
+    """The console summary of an audit: one line per check, then the verdict."""
+    lines = []
+    width = max(len(c["name"]) for c in result["checks"])
+    for c in result["checks"]:
+        tag = c["status"].upper() + ("" if c.get("gating", True) else " (advisory)")
+        lines.append(f"  {c['name']:<{width}}  {tag:<25} {c['detail']}")
+    accs = []
+    for name, m in result["models"].items():
+        a = m["accuracy"]
+        accs.append(f"  {name:<10} forget {a['forget']:.3f}  retain {a['retain']:.3f}  test {a['test']:.3f}")
+    verdict = result["verdict"].upper()
+    return "\n".join(["accuracy:", *accs, "checks:", *lines, f"verdict: {verdict}"])
+
+
+@app.command()
+def report(
+    result_json: Annotated[Path, typer.Argument(help="A JSON result written by evaluate --json.")],
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write the HTML report here.")] = None,
+    junit_out: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML here.")] = None,
+) -> None:
+    """Re-render a saved audit result as HTML and/or JUnit; exits with the saved verdict's code.
+
+    Example: unlearn-audit report audit.json --html audit.html
+    """
+    with _errors():
+        from unlearn_audit.report import read_json, write_html, write_junit
+
+        if html_out is None and junit_out is None:
+            raise ConfigError("nothing to write: give --html and/or --junit")
+        result = read_json(result_json)
+        if html_out:
+            info(f"wrote html: {write_html(result, html_out)}")
+        if junit_out:
+            info(f"wrote junit: {write_junit(result, junit_out)}")
+        verdict = result.get("verdict")
+        if verdict not in VERDICT_EXIT:
+            raise ConfigError(f"{result_json}: unknown verdict {verdict!r}")
+    raise typer.Exit(VERDICT_EXIT[verdict])
+
+
 # --------------------------------------------------------------------------- error handling
 
 
@@ -251,11 +431,16 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except UnlearnAuditError as exc:
-        typer.echo(f"unlearn-audit: error: {exc}", err=True)
+        typer.echo(f"unlearn-audit: error: {one_line(exc)}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         typer.echo("unlearn-audit: interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+def one_line(message: object) -> str:
+    """Collapse a message (which may quote a library's multi-line text) onto one line."""
+    return " ".join(str(message).split())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -263,14 +448,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="unlearn-audit", standalone_mode=False)
     except ClickException as exc:
-        message = exc.format_message().strip().splitlines()
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            typer.echo(exc.ctx.get_help() if getattr(exc, "ctx", None) else message[0], err=True)
+        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+            typer.echo(exc.ctx.get_help())
         else:
-            typer.echo(f"unlearn-audit: error: {' '.join(message)} (see --help)", err=True)
+            typer.echo(f"unlearn-audit: error: {one_line(exc.format_message())} (see --help)", err=True)
         sys.exit(EXIT_USAGE)
     except UnlearnAuditError as exc:  # raised outside a command body (e.g. while parsing)
-        typer.echo(f"unlearn-audit: error: {exc}", err=True)
+        typer.echo(f"unlearn-audit: error: {one_line(exc)}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -21,7 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,6 +261,8 @@ def _load_digits(split_seed: int) -> Dataset:
 def _open_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise DataError(f"data file not found: {path}")
+    if not zipfile.is_zipfile(path):  # np.load would take anything else for a pickle or a .npy
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive of arrays)")
     try:
         # allow_pickle=False: an npz with object arrays would need unpickling; refuse it.
         with np.load(path, allow_pickle=False) as archive:
@@ -294,12 +299,20 @@ def _load_npz_dataset(path: Path, split_seed: int) -> Dataset:
     return _finish(f"npz:{path}", train, test, provenance)
 
 
+def _open_image(path: str):
+    """Open an image keeping grey as one channel (torchvision's default loader makes everything RGB)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+
+
 def _read_imagefolder(root: Path, where: str) -> tuple[TensorSet, list[str]]:
     from torchvision.datasets import ImageFolder
     from torchvision.transforms.functional import pil_to_tensor
 
     try:
-        folder = ImageFolder(str(root))
+        folder = ImageFolder(str(root), loader=_open_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{where}: not an ImageFolder tree ({exc})") from None
     xs, ys = [], []
@@ -343,8 +356,11 @@ def _load_torchvision(kind: str, root: Path) -> Dataset:
     cls = {"mnist": tvd.MNIST, "cifar10": tvd.CIFAR10}[kind]
     try:
         parts = [cls(str(root), train=flag, download=False) for flag in (True, False)]
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # torchvision's "Dataset not found"
         raise DataError(f"{kind}:{root}: {exc} (unlearn-audit never downloads; place the files there)") from None
+    except (AssertionError, TypeError, ValueError, IndexError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        # torchvision's idx reader asserts on a bad header; its legacy cache loads weights_only
+        raise DataError(f"{kind}:{root}: corrupt data files ({type(exc).__name__}: {exc})") from None
     sets = []
     for part in parts:
         data = np.asarray(part.data)
@@ -363,13 +379,17 @@ def _read_index_file(path: Path) -> np.ndarray:
         elif path.suffix == ".json":
             values = np.asarray(json.loads(path.read_text()))
         else:
-            text = path.read_text()
-            tokens = [t for t in re.split(r"[\s,;]+", text) if t and not t.startswith("#")]
+            text = re.sub(r"#[^\n]*", "", path.read_text())  # '#' starts a comment to the end of the line
+            tokens = [t for t in re.split(r"[\s,;]+", text) if t]
             values = np.asarray([float(t) for t in tokens])
     except (ValueError, OSError, json.JSONDecodeError) as exc:
         raise DataError(f"forget index file {path}: cannot parse ({exc}); write one integer index per line") from None
     values = np.asarray(values).ravel()
-    if values.size and (not np.issubdtype(values.dtype, np.number) or not np.all(values == np.round(values))):
+    if values.size and (
+        not np.issubdtype(values.dtype, np.number)
+        or not np.all(np.isfinite(values))
+        or not np.all(values == np.round(values))
+    ):
         raise DataError(f"forget index file {path}: indices must be whole numbers")
     return values.astype(np.int64)
 
@@ -400,7 +420,9 @@ def parse_forget_spec(spec: str, labels: np.ndarray | torch.Tensor, *, seed: int
         try:
             value = float(arg)
         except ValueError:
-            raise DataError(f"forget spec {spec!r}: expected a fraction or a count, e.g. random:0.1") from None
+            value = float("nan")
+        if not math.isfinite(value):
+            raise DataError(f"forget spec {spec!r}: expected a fraction or a count, e.g. random:0.1")
         count = int(round(value * n)) if 0 < value < 1 else int(value)
         if value <= 0 or value != int(value) and value >= 1 or count < 1 or count >= n:
             raise DataError(
@@ -408,7 +430,7 @@ def parse_forget_spec(spec: str, labels: np.ndarray | torch.Tensor, *, seed: int
             )
         return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
     path = Path(spec)
-    if not path.exists():
+    if not spec or not path.is_file():
         raise DataError(f"forget spec {spec!r}: not 'class:K', 'random:F' or an existing index file")
     indices = _read_index_file(path)
     if indices.size == 0:

@@ -30,7 +30,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         raise ConfigError(f"cannot create folder {path.parent} ({exc.strerror})") from None
     if path.is_dir():
         raise ConfigError(f"output path {path} is a folder; give a file name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write to folder {path.parent} ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

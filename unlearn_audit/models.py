@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -229,7 +230,10 @@ def _safe_torch_load(source: str | Path | io.BytesIO, where: str) -> object:
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        # torch's message opens with advice to load unsafely; quote only the unpickler's reason.
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        reason = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\. |\n|$)", text)
+        first = reason.group(1) if reason else (text.strip().splitlines() or [""])[0]
         raise ModelError(
             f"{where}: refused: loading it would run arbitrary code (only tensors and plain containers are "
             f"accepted; {first[:160]})"
@@ -263,29 +267,64 @@ def _sniff(path: Path) -> str:
 
 
 def _check_export_archive(path: Path) -> None:
-    """Refuse a ``.pt2`` whose pickled members need more than tensors to load."""
+    """Refuse a ``.pt2`` whose loading could run code beyond reading tensors.
+
+    ``torch.export.load`` unpickles freely: every config entry with ``use_pickle``, opaque custom
+    objects (whatever the config says), and the members of the older archive layout (even
+    ``serialized_state_dict.json``). Its member lookup ignores case and the top folder. So every
+    member must load with ``weights_only=True``, except raw tensor payloads (``weight_N`` /
+    ``tensor_N``) that no config entry asks to unpickle, and JSON or text markers that no config
+    entry names. Custom objects, compiled AOTInductor code and duplicate members are refused.
+    """
+
+    def key(name: str) -> str:  # how torch's reader finds a member: below the top folder, any case
+        return (name.partition("/")[2] or name).casefold()
+
     with zipfile.ZipFile(path) as archive:
-        raw_payloads: set[str] = set()
-        for name in archive.namelist():
-            if name.endswith("_config.json"):
-                try:
-                    config = json.loads(archive.read(name)).get("config", {})
-                except (ValueError, AttributeError):
-                    raise ModelError(f"{path}: corrupt export archive ({name})") from None
-                folder = name.rsplit("/", 1)[0]
-                for meta in config.values():
-                    if isinstance(meta, dict) and meta.get("use_pickle") is False:
-                        raw_payloads.add(f"{folder}/{meta.get('path_name')}")
-        for name in archive.namelist():
-            base = name.rsplit("/", 1)[-1]
-            if name.endswith("/") or name in raw_payloads or base in _EXPORT_TEXT_MEMBERS or base.endswith(".json"):
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        keys = [key(info.filename) for info in members]
+        if len(set(keys)) != len(keys):
+            raise ModelError(f"{path}: refused: the archive holds duplicate members")
+        raw: set[str] = set()
+        unpickled: set[str] = set()
+        for info in members:
+            if not info.filename.endswith("_config.json"):
                 continue
-            # Everything else (pickled weights and constants, custom objects, sample inputs) is
-            # something torch.export.load would unpickle without restriction: it must pass here.
-            _safe_torch_load(io.BytesIO(archive.read(name)), f"{path} (member {base})")
+            try:
+                config = json.loads(archive.read(info))["config"]
+                entries = [(str(meta["path_name"]), meta.get("use_pickle")) for meta in config.values()]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ModelError(f"{path}: corrupt export archive ({info.filename})") from None
+            folder = key(info.filename).rpartition("/")[0]
+            for path_name, use_pickle in entries:
+                if path_name.startswith(("custom_obj_", "opaque_obj_")):
+                    raise ModelError(f"{path}: refused: custom object {path_name!r} needs arbitrary code")
+                is_raw = use_pickle is False and _RAW_PAYLOAD.fullmatch(path_name)
+                (raw if is_raw else unpickled).add(f"{folder}/{path_name.casefold()}")
+        raw -= unpickled
+        for info, name in zip(members, keys, strict=True):
+            base = name.rsplit("/", 1)[-1]
+            if name.startswith("data/aotinductor/"):
+                raise ModelError(f"{path}: refused: holds compiled AOTInductor code; save with torch.export.save")
+            if name in raw:
+                continue
+            data = archive.read(info)
+            if name not in unpickled and (base in _EXPORT_TEXT_MEMBERS or _is_json(data)):
+                continue
+            _safe_torch_load(io.BytesIO(data), f"{path} (member {info.filename.rsplit('/', 1)[-1]})")
 
 
 _EXPORT_TEXT_MEMBERS = frozenset({"archive_format", "archive_version", "version", "byteorder", "serialization_id"})
+_RAW_PAYLOAD = re.compile(r"(weight|tensor)_\d+")
+
+
+def _is_json(data: bytes) -> bool:
+    """True for UTF-8 JSON text, which no unpickler accepts (so it needs no pickle scan)."""
+    try:
+        json.loads(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
+    return True
 
 
 def _infer_export_batch(program: object) -> int | None:

@@ -9,23 +9,27 @@ Importing this package registers every bundled method.
 
 from __future__ import annotations
 
-from unlearn_audit.methods.base import UnlearnData, UnlearningMethod, UnlearnOutcome
-from unlearn_audit.methods.registry import MethodInfo, ParamInfo, get_method, list_methods, register_method
-
-# Importing the method modules registers them (in this order).
-from unlearn_audit.methods import (  # noqa: E402, I001  (registration side effect)
-    retrain,
+# Importing the method modules registers them.
+from unlearn_audit.methods import (  # noqa: F401
+    amnesiac,
+    amun,
+    boundary_shrink,
+    deltagrad,
     finetune,
     gradient_ascent,
-    random_label,
-    boundary_shrink,
+    influence_distillation,
     l1_sparse,
+    mcmc,
+    random_label,
+    retrain,
     salun,
     scrub,
-    amun,
-    influence_distillation,
+    sisa,
+    unlearnable,
 )
 from unlearn_audit.methods.amun import AdversarialSet, build_adversarial_set
+from unlearn_audit.methods.base import UnlearnData, UnlearningMethod, UnlearnOutcome
+from unlearn_audit.methods.registry import MethodInfo, ParamInfo, get_method, list_methods, register_method
 
 __all__ = [
     "AdversarialSet",
@@ -39,4 +43,3 @@ __all__ = [
     "list_methods",
     "register_method",
 ]
-

@@ -31,10 +31,10 @@ __all__ = [
     "model_dtype",
     "n_batches",
     "optimizer_step",
-    "predict_logits",
     "random_wrong_labels",
     "reinitialize",
     "seeded",
+    "trainable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,9 +210,9 @@ def optimizer_step(
         for name, keep in mask.items():
             p = params[name]
             p.copy_(torch.where(keep, p, anchor[name]))
-            for state in optimizer.state.get(p, {}).values():
-                if isinstance(state, torch.Tensor) and state.shape == p.shape:
-                    state.mul_(keep)
+            for key, buf in optimizer.state.get(p, {}).items():
+                if key != "step" and isinstance(buf, torch.Tensor) and buf.shape == p.shape:
+                    buf.mul_(keep)
 
 
 def l1_norm(model: nn.Module) -> torch.Tensor:
@@ -224,14 +224,6 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Gene
     """For each label, a class drawn uniformly from the ``num_classes - 1`` other classes."""
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
     return (y.cpu() + shift) % num_classes
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` (in the model's current mode), batched, on ``device``."""
-    dtype = model_dtype(model)
-    outs = [model(x[i : i + batch_size].to(device=device, dtype=dtype)) for i in range(0, len(x), batch_size)]
-    return torch.cat(outs)
 
 
 def fit(

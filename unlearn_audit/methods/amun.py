@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_audit.errors import ConfigError, DataError
 from unlearn_audit.methods._common import (
     Progress,
     fit,
@@ -101,7 +102,20 @@ def build_adversarial_set(
 
     Returns:
         An :class:`AdversarialSet` with tensors on the CPU.
+
+    Raises:
+        ConfigError: a non-positive ``eps_init``, ``steps`` or ``batch_size``, or negative ``max_doublings``.
+        DataError: ``x`` and ``y`` do not have matching ``(N, ...)`` / ``(N,)`` shapes.
     """
+    if not eps_init > 0:
+        raise ConfigError(f"eps_init must be > 0, got {eps_init!r}")
+    if steps < 1 or max_doublings < 0 or batch_size < 1:
+        raise ConfigError(
+            f"need steps >= 1, max_doublings >= 0 and batch_size >= 1, got steps={steps!r}, "
+            f"max_doublings={max_doublings!r}, batch_size={batch_size!r}"
+        )
+    if x.ndim < 2 or y.shape != (len(x),):
+        raise DataError(f"x must be (N, ...) and y (N,), got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     dev = torch.device(device)
     dtype = model_dtype(model)
     rounds = max_doublings + 1
@@ -217,7 +231,12 @@ class _AmunBase(UnlearningMethod):
         return None
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
         use_retain = self.retain == "use"
@@ -230,8 +249,15 @@ class _AmunBase(UnlearningMethod):
         progress.add_total(search_steps + mask_steps + self.epochs * n_batches(n_train, self.batch_size))
 
         adv = build_adversarial_set(
-            frozen_copy(model), data.forget_x, data.forget_y, eps_init=self.eps_init, steps=self.attack_steps,
-            max_doublings=self.max_doublings, batch_size=self.batch_size, device=device, progress=progress,
+            frozen_copy(model),
+            data.forget_x,
+            data.forget_y,
+            eps_init=self.eps_init,
+            steps=self.attack_steps,
+            max_doublings=self.max_doublings,
+            batch_size=self.batch_size,
+            device=device,
+            progress=progress,
         )
         flipped = int(adv.success.sum())
         mean_delta = float(adv.delta_norm[adv.success].mean()) if flipped else math.nan
@@ -264,10 +290,21 @@ class _AmunBase(UnlearningMethod):
         optimizer = make_optimizer(
             trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_step_epochs, gamma=self.lr_gamma)
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=self.lr_step_epochs, gamma=self.lr_gamma
+        )
         fit(
-            model, x_train, y_train, epochs=self.epochs, batch_size=self.batch_size, optimizer=optimizer,
-            generator=generator, device=device, progress=progress, scheduler=scheduler, mask=mask,
+            model,
+            x_train,
+            y_train,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=optimizer,
+            generator=generator,
+            device=device,
+            progress=progress,
+            scheduler=scheduler,
+            mask=mask,
         )
         progress.finish()
         return RunResult(model=model, touched=touched, notes=tuple(notes))
@@ -276,7 +313,7 @@ class _AmunBase(UnlearningMethod):
 @register_method("amun")
 @dataclass(frozen=True)
 class Amun(_AmunBase):
-    """AMUN: fine-tune on the forget set plus its nearest adversarial examples, labelled with their wrong predictions.
+    """AMUN: fine-tune on the forget set plus its nearest adversarial examples, labelled as predicted.
 
     Ebrahimpour-Boroojeny, Sundaram, Chandrasekaran, "Not All Wrong is Bad: Using Adversarial
     Examples for Unlearning", ICML 2025 (``Ali-E/AMUN``). Step 1: for every forget sample,
@@ -295,10 +332,14 @@ class Amun(_AmunBase):
     samples that hit it are dropped from D_A and counted in the notes. (2) No crop/flip
     augmentation of D_R u D_F: inputs are plain tensors whose layout the method does not know.
     (3) D_A is built for the forget samples only (the official code builds it once for all
-    training samples and indexes it; the forget rows are the same). With the default schedule
-    nearly all learning happens in the first two epochs; on small models this is still enough
-    to lower forget accuracy (see the tests), so the schedule is kept; ``lr_gamma=1`` gives a
-    constant lr if more is needed.
+    training samples and indexes it; the forget rows are the same).
+
+    Small data sets: the defaults are kept, but they were tuned for CIFAR-10, where one epoch
+    is ~400 steps; the lr drops 10x after every epoch, so a small set gets only a handful of
+    effective steps. On a 784-128-10 MLP with 400 forget / 3,600 retain MNIST digits the
+    defaults leave the forget set as confident as before (mean true-class probability 0.99,
+    retraining gives 0.92), whereas ``lr_gamma=1 lr=0.05 batch_size=32`` reaches 0.95 with
+    retain accuracy 0.99. Tune ``lr``/``lr_gamma``/``batch_size`` for small models.
 
     Hyperparameters:
         eps_init: first L2 radius of the search, [0, 1] pixel units (0.04).

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from unlearn_audit.errors import ConfigError, DataError
-from unlearn_audit.methods._common import Progress, clone_model, seeded
+from unlearn_audit.errors import ConfigError, DataError, ModelError
+from unlearn_audit.methods._common import Progress, clone_model, model_dtype, seeded
 
 __all__ = ["UnlearnData", "UnlearnOutcome", "UnlearningMethod", "RunResult", "param", "ProgressFn"]
 
@@ -59,10 +59,15 @@ class UnlearnData:
             the user has no access to the retain set.
         retain_y: int64 tensor ``(N_r,)``, ``None`` exactly when ``retain_x`` is ``None``.
         num_classes: number of model outputs (>= 2).
+        forget_indices: optional int64 tensor ``(N_f,)``: the position of each forget sample in
+            the original training set (``forget_x[i]`` is training sample ``forget_indices[i]``).
+            Methods that recorded state during training (SISA, amnesiac, DeltaGrad, MCMC) use it
+            to locate the forget samples; without it they match samples by content.
 
     Raises:
         DataError: on mismatched lengths or shapes, non-float images, pixels outside
-            ``[0, 1]``, or labels outside ``[0, num_classes)``.
+            ``[0, 1]``, labels outside ``[0, num_classes)``, or forget indices that are not
+            distinct non-negative integers, one per forget sample.
     """
 
     forget_x: torch.Tensor
@@ -70,9 +75,14 @@ class UnlearnData:
     retain_x: torch.Tensor | None
     retain_y: torch.Tensor | None
     num_classes: int
+    forget_indices: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
+        if (
+            isinstance(self.num_classes, bool)
+            or not isinstance(self.num_classes, int)
+            or self.num_classes < 2
+        ):
             raise DataError(f"num_classes must be an int >= 2, got {self.num_classes!r}")
         _check_role("forget", self.forget_x, self.forget_y, self.num_classes)
         if (self.retain_x is None) != (self.retain_y is None):
@@ -87,11 +97,29 @@ class UnlearnData:
                     f"retain_x samples have shape {tuple(self.retain_x.shape[1:])} but forget_x samples "
                     f"have shape {tuple(self.forget_x.shape[1:])}; both roles must share one input shape"
                 )
+        if self.forget_indices is not None:
+            _check_indices(self.forget_indices, len(self.forget_y))
 
     @property
     def has_retain(self) -> bool:
         """Whether the retain set is available."""
         return self.retain_x is not None
+
+
+def _check_indices(idx: object, n: int) -> None:
+    if not isinstance(idx, torch.Tensor) or idx.dtype != torch.int64 or idx.ndim != 1:
+        what = (
+            f"dtype {idx.dtype} and shape {tuple(idx.shape)}"
+            if isinstance(idx, torch.Tensor)
+            else type(idx).__name__
+        )
+        raise DataError(f"forget_indices must be a 1-D int64 tensor, got {what}")
+    if idx.shape[0] != n:
+        raise DataError(f"forget_indices has {idx.shape[0]} entries but the forget set has {n} samples")
+    if int(idx.min()) < 0:
+        raise DataError(f"forget_indices must be >= 0, got min {int(idx.min())}")
+    if torch.unique(idx).numel() != n:
+        raise DataError("forget_indices must be distinct; got repeated training indices")
 
 
 def _check_role(role: str, x: object, y: object, num_classes: int) -> None:
@@ -104,7 +132,9 @@ def _check_role(role: str, x: object, y: object, num_classes: int) -> None:
     if x.ndim < 2 or x.shape[0] == 0:
         raise DataError(f"{role}_x must have shape (N, ...) with N >= 1, got {tuple(x.shape)}")
     if y.dtype != torch.int64 or y.ndim != 1:
-        raise DataError(f"{role}_y must be a 1-D int64 tensor, got dtype {y.dtype} and shape {tuple(y.shape)}")
+        raise DataError(
+            f"{role}_y must be a 1-D int64 tensor, got dtype {y.dtype} and shape {tuple(y.shape)}"
+        )
     if y.shape[0] != x.shape[0]:
         raise DataError(f"{role}_x has {x.shape[0]} samples but {role}_y has {y.shape[0]} labels")
     lo, hi = float(x.min()), float(x.max())
@@ -130,6 +160,9 @@ class UnlearnOutcome:
         seconds: wall-clock time of the whole run, including copying and attack search.
         touched: the data roles the method actually read, e.g. ``("forget", "retain")``.
         notes: human-readable facts about the run (e.g. AMUN's mean epsilon).
+        state: for methods that keep state recorded during training (``needs_state``), the
+            updated state to save with the new model, so later requests can build on it;
+            ``None`` otherwise. Plain tensors, dicts, lists, strings and numbers only.
     """
 
     model: nn.Module
@@ -138,6 +171,7 @@ class UnlearnOutcome:
     seconds: float
     touched: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    state: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -183,14 +217,18 @@ class UnlearningMethod:
         }
         for key, (ok, what) in checks.items():
             if hasattr(self, key) and not ok(getattr(self, key)):
-                raise ConfigError(f"parameter {key!r} of method {self.name!r} must be {what}, got {getattr(self, key)!r}")
+                raise ConfigError(
+                    f"parameter {key!r} of method {self.name!r} must be {what}, got {getattr(self, key)!r}"
+                )
         self._validate()
 
     def _validate(self) -> None:
         """Method-specific checks on field values; raise ``ConfigError`` naming the parameter."""
 
     def _bad(self, key: str, what: str) -> ConfigError:
-        return ConfigError(f"parameter {key!r} of method {self.name!r} must be {what}, got {getattr(self, key)!r}")
+        return ConfigError(
+            f"parameter {key!r} of method {self.name!r} must be {what}, got {getattr(self, key)!r}"
+        )
 
     # -- public API ---------------------------------------------------------------------------
     @property
@@ -231,7 +269,9 @@ class UnlearningMethod:
 
         Raises:
             ConfigError: the method needs the retain set and ``data.retain_x`` is None.
-            ModelError: the model cannot be copied.
+            DataError: ``data`` is not an :class:`UnlearnData`.
+            ModelError: the model cannot be copied, cannot process the inputs, or does not
+                return ``(N, num_classes)`` logits.
         """
         if not isinstance(data, UnlearnData):
             raise DataError(f"data must be an UnlearnData, got {type(data).__name__}")
@@ -242,6 +282,7 @@ class UnlearningMethod:
         with seeded(seed, dev):
             generator = torch.Generator().manual_seed(seed)
             work = clone_model(model, dev)
+            _check_outputs(work, data, dev)
             result = self._run(work, data, device=dev, generator=generator, progress=Progress(progress))
         result.model.eval()
         seconds = time.perf_counter() - start
@@ -278,6 +319,26 @@ class UnlearningMethod:
         already seeded (for dropout and ``reset_parameters``) and restored afterwards.
         """
         raise NotImplementedError
+
+
+def _check_outputs(model: nn.Module, data: UnlearnData, device: torch.device) -> None:
+    """Fail early, with a clear message, if the model cannot classify the data (shape or class count)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(data.forget_x[:2].to(device=device, dtype=model_dtype(model)))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelError(
+            f"the model cannot process forget samples of shape {tuple(data.forget_x.shape[1:])}: {exc}"
+        ) from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != data.num_classes:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(
+            f"the model must return logits of shape (N, num_classes={data.num_classes}), got {got}"
+        )
 
 
 # -- type helpers shared with the registry ----------------------------------------------------

@@ -23,7 +23,13 @@ from unlearn_audit.methods.registry import register_method
 
 
 def fgsm_neighbour_labels(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bound: float, device: torch.device, batch_size: int = 256
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    bound: float,
+    device: torch.device,
+    batch_size: int = 256,
 ) -> torch.Tensor:
     """Boundary Shrink's "nearest wrong class": ``argmax f(FGSM(x, y, bound))``.
 
@@ -84,7 +90,12 @@ class BoundaryShrink(UnlearningMethod):
             raise self._bad("bound", "in (0, 1]")
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
         y_nbr = fgsm_neighbour_labels(
@@ -96,8 +107,15 @@ class BoundaryShrink(UnlearningMethod):
         )
         progress.add_total(self.epochs * n_batches(len(data.forget_x), self.batch_size))
         fit(
-            model, data.forget_x, y_nbr, epochs=self.epochs, batch_size=self.batch_size, optimizer=optimizer,
-            generator=generator, device=device, progress=progress,
+            model,
+            data.forget_x,
+            y_nbr,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=optimizer,
+            generator=generator,
+            device=device,
+            progress=progress,
         )
         progress.finish()
         note = f"FGSM (bound {self.bound:g}) left {unchanged:.1%} of forget samples on their own label"

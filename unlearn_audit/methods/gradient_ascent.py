@@ -48,7 +48,12 @@ class GradientAscent(UnlearningMethod):
     weight_decay: float = param(5e-4, "SGD L2 weight decay")
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
         optimizer = make_optimizer(
@@ -56,8 +61,16 @@ class GradientAscent(UnlearningMethod):
         )
         progress.add_total(self.epochs * n_batches(len(data.forget_x), self.batch_size))
         fit(
-            model, data.forget_x, data.forget_y, epochs=self.epochs, batch_size=self.batch_size,
-            optimizer=optimizer, generator=generator, device=device, progress=progress, loss_fn=_negative_ce,
+            model,
+            data.forget_x,
+            data.forget_y,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=optimizer,
+            generator=generator,
+            device=device,
+            progress=progress,
+            loss_fn=_negative_ce,
         )
         progress.finish()
         return RunResult(model=model, touched=("forget",))

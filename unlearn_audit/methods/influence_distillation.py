@@ -35,7 +35,7 @@ def per_sample_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) ->
 @register_method("influence_distillation")
 @dataclass(frozen=True)
 class InfluenceDistillation(UnlearningMethod):
-    """Influence distillation: logit-match the original on the retain set, minus a bounded KL on the forget set.
+    """Influence distillation: logit-match the original on retain data, minus a bounded KL on forget data.
 
     From the "Influence distillation" method of the Machine Unlearning course project
     (Agrawal, Jain, Saransh, Vivek; seed notes): offline distillation with logit matching from
@@ -44,7 +44,12 @@ class InfluenceDistillation(UnlearningMethod):
     with the teacher there. The student is trained "fresh" (``student_init="reinit"``, every
     layer re-initialised under the seed; the project's main variant) or starts as a copy of the
     teacher (``"copy"``, the project's cheaper "pretend the teacher is the student" variant).
-    The loss of one step, on a retain batch R and a forget batch F, is::
+    The project's student could be smaller; here it keeps the teacher's architecture. The
+    project describes its influence term only as "the negative of [the] loss on the teacher
+    model"; here it is the bounded negative divergence from the teacher on the forget set.
+    A re-initialised student needs about as many epochs as training from scratch; the
+    default 10 is a short schedule for small models. The loss of one step, on a retain batch
+    R and a forget batch F (forget batches are cycled), is::
 
         match(s(R), t(R)) + ce_weight * CE(s(R), y_R)
             - forget_weight * mean_{x in F} min(KL(t(x) || s(x)), kl_bound)
@@ -82,8 +87,12 @@ class InfluenceDistillation(UnlearningMethod):
 
     requires: ClassVar[frozenset[str]] = frozenset({"forget", "retain"})
 
-    student_init: Literal["reinit", "copy"] = param("reinit", "'reinit': fresh student; 'copy': start from the original")
-    distill: Literal["mse", "kl"] = param("mse", "retain loss: 'mse' logit matching or 'kl' (temperature-scaled)")
+    student_init: Literal["reinit", "copy"] = param(
+        "reinit", "'reinit': fresh student; 'copy': start from the original"
+    )
+    distill: Literal["mse", "kl"] = param(
+        "mse", "retain loss: 'mse' logit matching or 'kl' (temperature-scaled)"
+    )
     temperature: float = param(4.0, "temperature for distill='kl'")
     ce_weight: float = param(1.0, "weight of retain cross-entropy (NLL)")
     forget_weight: float = param(1.0, "weight of the forget-set influence penalty")
@@ -112,7 +121,12 @@ class InfluenceDistillation(UnlearningMethod):
         return per_sample_kl(t / self.temperature, s / self.temperature).mean() * self.temperature**2
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
         assert data.retain_x is not None and data.retain_y is not None
@@ -121,7 +135,9 @@ class InfluenceDistillation(UnlearningMethod):
         if self.student_init == "reinit":
             skipped = reinitialize(model)
             if skipped:
-                notes.append(f"modules without reset_parameters() kept the teacher's weights: {', '.join(skipped)}")
+                notes.append(
+                    f"modules without reset_parameters() kept the teacher's weights: {', '.join(skipped)}"
+                )
         bound = self.kl_bound if self.kl_bound is not None else math.log(data.num_classes)
         dtype = model_dtype(model)
         optimizer = make_optimizer(trainable(model), kind="adam", lr=self.lr, weight_decay=self.weight_decay)

@@ -14,7 +14,7 @@ from unlearn_audit.methods.registry import register_method
 
 
 def l1_alpha(alpha: float, epoch: int, epochs: int, no_l1_epochs: int) -> float:
-    """Unlearn-Sparse's linear decay: ``alpha * (1 - epoch / (E - no_l1))``, then 0 for the last ``no_l1`` epochs."""
+    """Unlearn-Sparse's decay: ``alpha * (1 - epoch / (E - no_l1))``, then 0 in the last ``no_l1`` epochs."""
     active = epochs - no_l1_epochs
     if epoch >= active:
         return 0.0
@@ -62,7 +62,12 @@ class L1Sparse(UnlearningMethod):
             raise self._bad("no_l1_epochs", f"in [0, epochs={self.epochs}]")
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
         assert data.retain_x is not None and data.retain_y is not None
@@ -75,8 +80,16 @@ class L1Sparse(UnlearningMethod):
 
         progress.add_total(self.epochs * n_batches(len(data.retain_x), self.batch_size))
         fit(
-            model, data.retain_x, data.retain_y, epochs=self.epochs, batch_size=self.batch_size,
-            optimizer=optimizer, generator=generator, device=device, progress=progress, penalty=penalty,
+            model,
+            data.retain_x,
+            data.retain_y,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=optimizer,
+            generator=generator,
+            device=device,
+            progress=progress,
+            penalty=penalty,
         )
         progress.finish()
         return RunResult(model=model, touched=("retain",))

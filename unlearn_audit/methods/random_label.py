@@ -54,17 +54,31 @@ class RandomLabel(UnlearningMethod):
     retain: Literal["use", "none"] = param("use", "'use': add the retain set; 'none': forget set only")
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
         optimizer = make_optimizer(
             trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
-        x, labels_for_epoch, touched = relabelled_mix(data, use_retain=self.retain == "use", generator=generator)
+        x, labels_for_epoch, touched = relabelled_mix(
+            data, use_retain=self.retain == "use", generator=generator
+        )
         progress.add_total(self.epochs * n_batches(len(x), self.batch_size))
         fit(
-            model, x, labels_for_epoch, epochs=self.epochs, batch_size=self.batch_size, optimizer=optimizer,
-            generator=generator, device=device, progress=progress,
+            model,
+            x,
+            labels_for_epoch,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=optimizer,
+            generator=generator,
+            device=device,
+            progress=progress,
         )
         progress.finish()
         return RunResult(model=model, touched=touched)
@@ -90,4 +104,3 @@ def relabelled_mix(
         return torch.cat([random_wrong_labels(forget_y, data.num_classes, generator), retain_y])
 
     return x, labels_for_epoch, touched
-

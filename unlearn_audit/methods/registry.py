@@ -58,8 +58,12 @@ def register_method(name: str) -> Callable[[M], M]:
     """Class decorator: register a frozen-dataclass :class:`UnlearningMethod` under ``name``."""
 
     def decorator(cls: M) -> M:
-        if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod) and dataclasses.is_dataclass(cls)):
-            raise TypeError(f"@register_method({name!r}) needs a dataclass subclass of UnlearningMethod, got {cls!r}")
+        if not (
+            isinstance(cls, type) and issubclass(cls, UnlearningMethod) and dataclasses.is_dataclass(cls)
+        ):
+            raise TypeError(
+                f"@register_method({name!r}) needs a dataclass subclass of UnlearningMethod, got {cls!r}"
+            )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"method name {name!r} is already registered by {_REGISTRY[name].__qualname__}")
         cls.name = name
@@ -83,7 +87,9 @@ def get_method(name: str, **overrides: object) -> UnlearningMethod:
     """
     if name not in _REGISTRY:
         available = sorted(_REGISTRY)
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(available)}{_suggest(name, available)}")
+        raise ConfigError(
+            f"unknown method {name!r}; available: {', '.join(available)}{_suggest(name, available)}"
+        )
     cls = _REGISTRY[name]
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]

@@ -47,7 +47,12 @@ class Retrain(UnlearningMethod):
     weight_decay: float = param(0.0, "Adam L2 weight decay")
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
         assert data.retain_x is not None and data.retain_y is not None
@@ -63,8 +68,15 @@ class Retrain(UnlearningMethod):
         optimizer = make_optimizer(trainable(model), kind="adam", lr=self.lr, weight_decay=self.weight_decay)
         progress.add_total(self.epochs * n_batches(len(data.retain_x), self.batch_size))
         fit(
-            model, data.retain_x, data.retain_y, epochs=self.epochs, batch_size=self.batch_size,
-            optimizer=optimizer, generator=generator, device=device, progress=progress,
+            model,
+            data.retain_x,
+            data.retain_y,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=optimizer,
+            generator=generator,
+            device=device,
+            progress=progress,
         )
         progress.finish()
         return RunResult(model=model, touched=("retain",), notes=tuple(notes))

@@ -51,7 +51,9 @@ def saliency_mask(
             xb = x[idx.to(x.device)].to(device=device, dtype=dtype)
             yb = y[idx.to(y.device)].to(device)
             loss = F.cross_entropy(model(xb), yb)
-            for (name, _), g in zip(params.items(), torch.autograd.grad(loss, list(params.values())), strict=True):
+            for (name, _), g in zip(
+                params.items(), torch.autograd.grad(loss, list(params.values())), strict=True
+            ):
                 grads[name] += g
     finally:
         model.train(was_training)
@@ -112,10 +114,17 @@ class Salun(UnlearningMethod):
             raise self._bad("ratio", "in (0, 1]")
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
-        x, labels_for_epoch, touched = relabelled_mix(data, use_retain=self.retain == "use", generator=generator)
+        x, labels_for_epoch, touched = relabelled_mix(
+            data, use_retain=self.retain == "use", generator=generator
+        )
         mask_steps = n_batches(len(data.forget_x), self.batch_size)
         progress.add_total(mask_steps + self.epochs * n_batches(len(x), self.batch_size))
         mask = saliency_mask(
@@ -126,9 +135,21 @@ class Salun(UnlearningMethod):
             trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
         fit(
-            model, x, labels_for_epoch, epochs=self.epochs, batch_size=self.batch_size, optimizer=optimizer,
-            generator=generator, device=device, progress=progress, mask=mask,
+            model,
+            x,
+            labels_for_epoch,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=optimizer,
+            generator=generator,
+            device=device,
+            progress=progress,
+            mask=mask,
         )
         progress.finish()
-        share = float(sum(int(m.sum()) for m in mask.values())) / max(1, sum(m.numel() for m in mask.values()))
-        return RunResult(model=model, touched=touched, notes=(f"saliency mask frees {share:.1%} of the weights",))
+        share = float(sum(int(m.sum()) for m in mask.values())) / max(
+            1, sum(m.numel() for m in mask.values())
+        )
+        return RunResult(
+            model=model, touched=touched, notes=(f"saliency mask frees {share:.1%} of the weights",)
+        )

@@ -23,7 +23,9 @@ from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod,
 from unlearn_audit.methods.registry import register_method
 
 
-def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def distill_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """``T^2 * KL(softmax(t/T) || softmax(s/T))`` averaged over the batch (repdistiller ``DistillKL``)."""
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
@@ -33,7 +35,7 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 @register_method("scrub")
 @dataclass(frozen=True)
 class Scrub(UnlearningMethod):
-    """SCRUB: push the student away from the teacher on the forget set, stay close (and accurate) on the retain set.
+    """SCRUB: push the student away from the teacher on the forget set, stay close on the retain set.
 
     Kurmanji, Triantafillou, Hayes, Triantafillou, "Towards Unbounded Machine Unlearning",
     NeurIPS 2023 (``meghdadk/SCRUB``, ``thirdparty/repdistiller/helper/loops.py: train_distill``).
@@ -87,7 +89,12 @@ class Scrub(UnlearningMethod):
             raise self._bad("forget_batch_size", ">= 1")
 
     def _run(
-        self, model: nn.Module, data: UnlearnData, *, device: torch.device, generator: torch.Generator,
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
         assert data.retain_x is not None and data.retain_y is not None

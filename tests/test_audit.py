@@ -1,0 +1,501 @@
+"""``unlearn_audit.audit.evaluate``: verdicts on models whose answer is known.
+
+The setting (built once per module, ~6 s of training on one CPU thread): ten Gaussian
+classes in 64 dimensions (images 1x8x8 in [0, 1]) that overlap enough that an MLP trained
+for 60 epochs memorises its training examples (train accuracy 100%, test ~75%), so
+membership tests recognise the forget set on the original model (they have power).
+
+* ``original``: trained on forget + retain; ``retrained``: on retain only (seed 1);
+  ``honest``: on retain only with another seed (2), i.e. a perfect unlearning.
+* A model that was not unlearned at all fails against its retrained reference, through the
+  membership tests and not only through ``model_changed``: a copy of the original with one
+  weight moved by 1e-6 passes ``model_changed`` and must still fail ``mia_paired``.
+* The honest model passes. Its equivalence margin is 0.1 (``AUDIT_POLICY``): with 400
+  forget and 1,200 test examples the bootstrap interval of an AUC is about +/-0.03 wide,
+  and two independent retrainings already differ by up to ~0.03, so the default margin
+  0.05 passes a perfect unlearning only part of the time (see the lead's report).
+* Underpowered settings (an original that never saw the forget set, untrained models, a
+  forget set of five examples) are inconclusive, never pass.
+* Class-wise forgetting (all of class 3) and mislabeled forget data.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from unlearn_audit.audit import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    SCHEMA_VERSION,
+    AuditResult,
+    Check,
+    decide_verdict,
+    evaluate,
+    judge_excess,
+)
+from unlearn_audit.data import Roles, TensorSet, load_role_files
+from unlearn_audit.errors import ModelError
+from unlearn_audit.models import LoadedModel, build_model, load_model, save_checkpoint
+from unlearn_audit.policy import Policy
+from unlearn_audit.training import TrainConfig, train_model
+
+K = 10
+SHAPE = (1, 8, 8)
+FORGET_CLASS = 3
+AUDIT_POLICY = Policy(n_bootstrap=200, mia_auc_margin=0.1, forget_accuracy_margin=0.1)
+FAST_DEFAULT_POLICY = Policy(n_bootstrap=200)  # the default thresholds, fewer bootstrap replicates
+
+# --------------------------------------------------------------------------- the setting
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Other engineers share the two cores; one thread is also what the timings assume."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def gaussian_blobs(seed: int = 0, sizes: tuple[int, int, int] = (400, 600, 1200), noise: float = 2.5):
+    """(x, y) arrays for forget, retain and test: ten overlapping Gaussian classes, squashed to [0, 1]."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(K, 64))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, K, n)
+        z = means[y] + noise * rng.normal(size=(n, 64))
+        return (1 / (1 + np.exp(-z))).astype(np.float32).reshape(n, *SHAPE), y.astype(np.int64)
+
+    return tuple(draw(n) for n in sizes)
+
+
+def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, path: Path) -> LoadedModel:
+    """Train the memorising MLP, save a native checkpoint and load it back as the CLI would."""
+    model = build_model("mlp", num_classes=K, input_shape=SHAPE, seed=seed)
+    train_model(model, TensorSet(torch.from_numpy(x), torch.from_numpy(y)),
+                TrainConfig(epochs=60, batch_size=64, lr=1e-3, seed=seed))
+    save_checkpoint(model, path, arch="mlp", num_classes=K, input_shape=SHAPE)
+    return load_model(path)
+
+
+def roles_from_arrays(folder: Path, forget, retain, test) -> Roles:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for role, (x, y) in (("forget", forget), ("retain", retain), ("test", test)):
+        paths.append(folder / f"{role}.npz")
+        np.savez(paths[-1], x=x, y=y)
+    return load_role_files(*paths)
+
+
+@dataclass
+class Setting:
+    folder: Path
+    forget: tuple[np.ndarray, np.ndarray]
+    retain: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    roles: Roles
+    original: LoadedModel
+    retrained: LoadedModel
+    honest: LoadedModel
+
+
+def _cat(a, b):
+    return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory) -> Setting:
+    folder = tmp_path_factory.mktemp("blobs")
+    forget, retain, test = gaussian_blobs()
+    roles = roles_from_arrays(folder / "random", forget, retain, test)
+    original = train_mlp(*_cat(forget, retain), seed=0, path=folder / "original.pt")
+    retrained = train_mlp(*retain, seed=1, path=folder / "retrained.pt")
+    honest = train_mlp(*retain, seed=2, path=folder / "honest.pt")
+    return Setting(folder, forget, retain, test, roles, original, retrained, honest)
+
+
+def audit(setting: Setting, unlearned: LoadedModel, *, roles: Roles | None = None, original=None,
+          retrained="default", policy: Policy = AUDIT_POLICY) -> AuditResult:
+    return evaluate(
+        original or setting.original,
+        unlearned,
+        roles or setting.roles,
+        retrained=setting.retrained if retrained == "default" else retrained,
+        policy=policy,
+        seed=0,
+        robustness=None,
+    )
+
+
+def checks_of(result: AuditResult) -> dict[str, Check]:
+    return {c.name: c for c in result.checks}
+
+
+def predictions(model: LoadedModel, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model.module(torch.from_numpy(x)).argmax(1).numpy()
+
+
+# --------------------------------------------------------------------------- not unlearned vs retrained
+
+
+@pytest.fixture(scope="module")
+def not_unlearned(setting: Setting) -> AuditResult:
+    return audit(setting, setting.original)
+
+
+@pytest.fixture(scope="module")
+def perturbed(setting: Setting) -> tuple[AuditResult, float]:
+    """The original with one weight of the last layer moved by 1e-6; returns the exact change."""
+    obj = torch.load(setting.original.path, weights_only=True)
+    state = obj["state_dict"]
+    name = [k for k in state if k.endswith("weight")][-1]
+    before = state[name][0, 0].item()
+    state[name][0, 0] += 1e-6
+    change = abs(state[name][0, 0].item() - before)  # what float32 made of +1e-6
+    path = setting.folder / "perturbed.pt"
+    torch.save(obj, path)
+    return audit(setting, load_model(path)), change
+
+
+@pytest.fixture(scope="module")
+def honest(setting: Setting) -> AuditResult:
+    return audit(setting, setting.honest)
+
+
+def test_setting_memorises(setting: Setting) -> None:
+    """The premise: the original knows its training data far better than unseen data."""
+    fx, fy = setting.forget
+    tx, ty = setting.test
+    assert (predictions(setting.original, fx) == fy).mean() == 1.0
+    assert (predictions(setting.original, tx) == ty).mean() < 0.85
+    assert (predictions(setting.retrained, fx) == fy).mean() < 0.85
+
+
+def test_a_model_that_was_not_unlearned_fails_through_membership_tests(not_unlearned: AuditResult) -> None:
+    checks = checks_of(not_unlearned)
+    assert not_unlearned.verdict == FAIL
+    assert checks["membership_power"].status == PASS
+    assert checks["mia_paired"].status == FAIL and checks["mia_paired"].gating
+    assert checks["mia_paired"].ci[0] > AUDIT_POLICY.mia_auc_margin
+    assert checks["mia_population"].status == FAIL
+    assert checks["forget_accuracy"].status == FAIL
+    assert checks["model_changed"].status == FAIL
+    assert not_unlearned.distances["original_to_unlearned"]["parameters"]["l2"] == 0.0
+
+
+def test_a_perturbed_copy_passes_model_changed_but_fails_membership(perturbed) -> None:
+    result, change = perturbed
+    checks = checks_of(result)
+    assert checks["model_changed"].status == PASS
+    assert result.distances["original_to_unlearned"]["parameters"]["l2"] == pytest.approx(change, rel=1e-9)
+    assert checks["membership_power"].status == PASS
+    assert checks["mia_paired"].status == FAIL
+    assert checks["mia_population"].status == FAIL
+    assert result.verdict == FAIL
+
+
+def test_an_honestly_retrained_model_passes(honest: AuditResult) -> None:
+    checks = checks_of(honest)
+    assert honest.verdict == PASS, [(c.name, c.status, c.detail) for c in honest.checks if c.status != PASS]
+    assert checks["membership_power"].status == PASS
+    assert checks["membership_power"].value >= 1
+    assert checks["mia_paired"].status == PASS and checks["mia_paired"].gating
+    lo, hi = checks["mia_paired"].ci
+    assert -AUDIT_POLICY.mia_auc_margin <= lo <= checks["mia_paired"].value <= hi <= AUDIT_POLICY.mia_auc_margin
+    assert all(c.status == PASS for c in honest.checks if c.gating)
+
+
+def test_reported_accuracies_match_a_hand_computation(setting: Setting, honest: AuditResult) -> None:
+    for name, model in (("original", setting.original), ("unlearned", setting.honest),
+                        ("retrained", setting.retrained)):
+        for role, (x, y) in (("forget", setting.forget), ("retain", setting.retain), ("test", setting.test)):
+            expected = float((predictions(model, x) == y).mean())
+            assert honest.models[name]["accuracy"][role] == pytest.approx(expected, abs=1e-6), (name, role)
+    utility = checks_of(honest)["test_accuracy_drop"]
+    by_hand = (predictions(setting.original, setting.test[0]) == setting.test[1]).mean() - (
+        predictions(setting.honest, setting.test[0]) == setting.test[1]
+    ).mean()
+    assert utility.value == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_the_result_records_the_policy_provenance_and_data(setting: Setting, honest: AuditResult) -> None:
+    assert honest.policy == AUDIT_POLICY.to_dict()
+    for c in honest.checks:
+        if c.name.startswith("mia_"):
+            assert c.threshold == AUDIT_POLICY.mia_auc_margin
+    models = honest.provenance["models"]
+    for name, loaded in (("original", setting.original), ("unlearned", setting.honest),
+                         ("retrained", setting.retrained)):
+        assert models[name]["sha256"] == hashlib.sha256(Path(loaded.path).read_bytes()).hexdigest()
+    assert honest.provenance["seed"] == 0
+    assert honest.schema_version == SCHEMA_VERSION == 1
+    assert honest.data["n_forget"] == 400 and honest.data["n_test"] == 1200 and not honest.data["class_wise"]
+    for role in ("forget", "retain", "test"):
+        path = setting.folder / "random" / f"{role}.npz"
+        assert honest.data["provenance"][f"{role}_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    json.dumps(honest.to_dict(), allow_nan=False)  # serialisable as strict JSON
+
+
+# --------------------------------------------------------------------------- underpowered settings
+
+
+def test_an_original_that_never_saw_the_forget_set_is_inconclusive(setting: Setting) -> None:
+    result = audit(setting, setting.honest, original=setting.retrained)
+    checks = checks_of(result)
+    assert checks["membership_power"].status == INCONCLUSIVE
+    assert checks["membership_power"].value == 0
+    for name in ("mia_population", "mia_paired"):
+        assert checks[name].status == INCONCLUSIVE and not checks[name].gating
+    assert result.verdict == INCONCLUSIVE
+
+
+def _bn_mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, K))
+
+
+@pytest.fixture(scope="module")
+def untrained(setting: Setting):
+    """Untrained models with BatchNorm, handed over in TRAIN mode; a copy of their state before."""
+    a = _bn_mlp(0)
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        b[-1].bias[0] += 1e-3
+    a.train()
+    b.train()
+    before = [copy.deepcopy(m.state_dict()) for m in (a, b)]
+    loaded = [LoadedModel(m, f"untrained-{i}", "0" * 64, "native") for i, m in enumerate((a, b))]
+    result = evaluate(loaded[0], loaded[1], setting.roles, policy=AUDIT_POLICY, robustness=None)
+    return result, (a, b), before
+
+
+def test_untrained_models_are_inconclusive(untrained) -> None:
+    result, _, _ = untrained
+    assert checks_of(result)["membership_power"].status == INCONCLUSIVE
+    assert result.verdict == INCONCLUSIVE
+
+
+def test_evaluate_restores_train_mode_of_the_callers_models(untrained) -> None:
+    _, modules, _ = untrained
+    assert all(m.training for model in modules for m in model.modules())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: audit._check_model_fits runs the caller's model in its current (train) mode, so a "
+    "BatchNorm model's running statistics are updated by the probe batch",
+)
+def test_evaluate_does_not_change_the_callers_models(untrained) -> None:
+    _, modules, before = untrained
+    for model, state in zip(modules, before, strict=True):
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, state[key]), key
+
+
+def test_evaluate_does_not_change_the_roles(setting: Setting, honest: AuditResult) -> None:
+    # ``honest`` ran an audit on these roles already
+    for role, (x, y) in (("forget", setting.forget), ("retain", setting.retain), ("test", setting.test)):
+        s = getattr(setting.roles, role)
+        assert np.array_equal(s.x.numpy(), x) and np.array_equal(s.y.numpy(), y)
+
+
+def _tiny_roles(setting: Setting, name: str) -> Roles:
+    """Five forget examples that the original AND both retrained models classify correctly."""
+    fx, fy = setting.forget
+    ok = (predictions(setting.honest, fx) == fy) & (predictions(setting.retrained, fx) == fy)
+    pick = np.flatnonzero(ok)[:5]
+    return roles_from_arrays(setting.folder / name, (fx[pick], fy[pick]), setting.retain, setting.test)
+
+
+@pytest.fixture(scope="module")
+def tiny(setting: Setting) -> dict[str, AuditResult]:
+    roles = _tiny_roles(setting, "tiny")
+    return {
+        "with-retrained": audit(setting, setting.honest, roles=roles),
+        "without-retrained": audit(setting, setting.honest, roles=roles, retrained=None),
+    }
+
+
+@pytest.mark.parametrize("variant", ["with-retrained", "without-retrained"])
+def test_a_tiny_forget_set_never_passes(tiny, variant: str) -> None:
+    assert tiny[variant].verdict != PASS
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: five forget examples that the honest model classifies correctly give forget_accuracy a "
+    "zero-width bootstrap interval [1, 1], so an honest retrained model FAILS instead of being inconclusive",
+)
+def test_a_tiny_forget_set_is_inconclusive_not_a_failure(tiny) -> None:
+    result = tiny["without-retrained"]
+    assert [c.name for c in result.checks if c.status == FAIL] == []
+    assert result.verdict == INCONCLUSIVE
+
+
+# --------------------------------------------------------------------------- class-wise forgetting
+
+
+@pytest.fixture(scope="module")
+def class_wise(setting: Setting) -> dict:
+    x, y = _cat(setting.forget, setting.retain)  # the original's training set
+    in_class = y == FORGET_CLASS
+    roles = roles_from_arrays(setting.folder / "class3", (x[in_class], y[in_class]),
+                              (x[~in_class], y[~in_class]), setting.test)
+    without = train_mlp(x[~in_class], y[~in_class], seed=1, path=setting.folder / "without3.pt")
+    return {
+        "roles": roles,
+        "without": without,
+        "still": audit(setting, setting.original, roles=roles, retrained=None),
+        "forgot": audit(setting, without, roles=roles, retrained=None),
+    }
+
+
+def test_class_wise_forgetting_is_recognised(class_wise) -> None:
+    for key in ("still", "forgot"):
+        result = class_wise[key]
+        assert result.data["class_wise"] is True
+        assert result.data["forget_classes"] == [FORGET_CLASS]
+        names = [c.name for c in result.checks]
+        assert "forget_class_predictions" in names and "forget_accuracy" not in names
+        assert "test_retained_classes" in result.models["unlearned"]["accuracy"]
+
+
+def _forget_class_rate(model: LoadedModel, setting: Setting, roles: Roles) -> float:
+    tx, ty = setting.test
+    preds = np.concatenate([predictions(model, roles.forget.x.numpy()), predictions(model, tx[ty == FORGET_CLASS])])
+    return float((preds == FORGET_CLASS).mean())
+
+
+def test_a_model_that_still_predicts_the_class_fails(class_wise, setting: Setting) -> None:
+    check = checks_of(class_wise["still"])["forget_class_predictions"]
+    assert check.status == FAIL
+    assert check.value == pytest.approx(_forget_class_rate(setting.original, setting, class_wise["roles"]), abs=1e-6)
+    assert check.value > 0.5
+    assert class_wise["still"].verdict == FAIL
+
+
+def test_a_model_retrained_without_the_class_passes_the_class_check(class_wise, setting: Setting) -> None:
+    result = class_wise["forgot"]
+    check = checks_of(result)["forget_class_predictions"]
+    assert check.status == PASS
+    assert check.value == pytest.approx(_forget_class_rate(class_wise["without"], setting, class_wise["roles"]),
+                                        abs=1e-6)
+    assert check.value <= AUDIT_POLICY.max_forget_class_rate
+    # the test-accuracy check is scoped to the classes that were kept, by hand:
+    tx, ty = setting.test
+    kept = ty != FORGET_CLASS
+    by_hand = (predictions(setting.original, tx[kept]) == ty[kept]).mean() - (
+        predictions(class_wise["without"], tx[kept]) == ty[kept]
+    ).mean()
+    assert checks_of(result)["test_accuracy_drop"].value == pytest.approx(by_hand, abs=1e-6)
+    assert result.verdict != FAIL
+
+
+# --------------------------------------------------------------------------- mislabeled forget data
+
+
+@pytest.fixture(scope="module")
+def mislabeled(setting: Setting) -> dict[str, AuditResult]:
+    """The forget set's labels are wrong ((y + 1) mod 10) and the original memorised them."""
+    fx, fy = setting.forget
+    flipped = (fx, (fy + 1) % K)
+    roles = roles_from_arrays(setting.folder / "mislabeled", flipped, setting.retain, setting.test)
+    original = train_mlp(*_cat(flipped, setting.retain), seed=0, path=setting.folder / "original-mislabeled.pt")
+    return {
+        "without-retrained": audit(setting, setting.honest, roles=roles, original=original, retrained=None,
+                                   policy=FAST_DEFAULT_POLICY),
+        "with-retrained": audit(setting, setting.honest, roles=roles, original=original,
+                                policy=FAST_DEFAULT_POLICY),
+    }
+
+
+def test_mislabeled_forget_data_does_not_fail_an_honest_model_without_reference(mislabeled) -> None:
+    result = mislabeled["without-retrained"]
+    assert checks_of(result)["membership_power"].status == PASS  # the mislabeled set is very recognisable
+    assert [c.name for c in result.checks if c.status == FAIL] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: with mislabeled forget data two honest retrainings differ in calibration, and the "
+    "two-sided membership checks against the retrained model call that over-forgetting (mia_paired) "
+    "or compare per-model refitted learned attackers (mia_population): an honest model FAILS",
+)
+def test_mislabeled_forget_data_does_not_fail_an_honest_model_against_its_reference(mislabeled) -> None:
+    result = mislabeled["with-retrained"]
+    assert [(c.name, c.detail) for c in result.checks if c.status == FAIL] == []
+
+
+# --------------------------------------------------------------------------- input errors
+
+
+def test_a_model_with_too_few_outputs_is_a_model_error(setting: Setting) -> None:
+    small = LoadedModel(build_model("mlp", num_classes=4, input_shape=SHAPE, seed=0), "four.pt", "0" * 64, "native")
+    with pytest.raises(ModelError, match="4 outputs"):
+        evaluate(setting.original, small, setting.roles, robustness=None)
+
+
+def test_a_model_with_nan_weights_is_a_model_error(setting: Setting) -> None:
+    broken = copy.deepcopy(setting.original.module)
+    with torch.no_grad():
+        next(broken.parameters())[0, 0] = float("nan")
+    loaded = LoadedModel(broken, "nan.pt", "0" * 64, "native")
+    with pytest.raises(ModelError, match="NaN"):
+        evaluate(setting.original, loaded, setting.roles, robustness=None)
+
+
+# --------------------------------------------------------------------------- the decision rules
+
+
+def _check(status: str, gating: bool = True) -> Check:
+    return Check("c", status, None, None, "", gating=gating)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ([PASS, PASS], PASS),
+        ([PASS, INCONCLUSIVE], INCONCLUSIVE),
+        ([INCONCLUSIVE, FAIL, PASS], FAIL),
+        ([], INCONCLUSIVE),
+    ],
+)
+def test_decide_verdict(statuses: list[str], expected: str) -> None:
+    assert decide_verdict([_check(s) for s in statuses]) == expected
+
+
+def test_non_gating_checks_do_not_decide() -> None:
+    assert decide_verdict([_check(PASS), _check(INCONCLUSIVE, gating=False)]) == PASS
+    assert decide_verdict([_check(INCONCLUSIVE, gating=False)]) == INCONCLUSIVE  # nothing gated
+
+
+@pytest.mark.parametrize(
+    ("ci", "two_sided", "power", "expected"),
+    [
+        ((0.06, 0.2), False, False, FAIL),  # still recognised: fails even without power
+        ((0.06, 0.2), True, True, FAIL),
+        ((-0.2, -0.06), True, True, FAIL),  # over-forgetting against a retrained model
+        ((-0.2, -0.06), False, True, PASS),  # one-sided: below the unseen level is allowed
+        ((-0.04, 0.04), True, True, PASS),
+        ((-0.04, 0.04), True, False, INCONCLUSIVE),  # no power: never a pass
+        ((-0.04, 0.07), True, True, INCONCLUSIVE),  # crosses the margin
+        ((-0.07, 0.04), True, True, INCONCLUSIVE),
+        (None, True, True, INCONCLUSIVE),
+    ],
+)
+def test_judge_excess(ci, two_sided: bool, power: bool, expected: str) -> None:
+    status, reason = judge_excess(0.0, ci, margin=0.05, two_sided=two_sided, power=power, power_detail="x")
+    assert status == expected, reason
+    assert reason

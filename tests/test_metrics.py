@@ -1,0 +1,242 @@
+"""``unlearn_audit.metrics`` against independent references.
+
+* ``parameter_distance``: a hand computation with numpy on the flattened floating-point
+  state (L2, relative, cosine, per-tensor L2); models of other architectures are "not
+  comparable".
+* ``kl_divergence``: ``scipy.stats.entropy`` on float64 softmax outputs, also where a
+  float32 softmax would saturate.
+* ``difference_ci`` / ``mean_ci``: ``scipy.stats.bootstrap`` (percentile method) and the
+  coverage of the interval on simulated data with a known difference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+import torch
+from torch import nn
+
+from unlearn_audit.metrics import difference_ci, kl_divergence, mean_ci, parameter_distance
+from unlearn_audit.models import build_model
+
+# --------------------------------------------------------------------------- parameter_distance
+
+
+def _bn_net(seed: int) -> nn.Module:
+    """A small net with BatchNorm: floating buffers (running stats) and an integer one."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(16, 12))  # moves the running statistics away from their initial values
+    net.eval()
+    return net
+
+
+def _float_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    return {
+        name: t.detach().numpy().astype(np.float64).ravel()
+        for name, t in module.state_dict().items()
+        if t.dtype.is_floating_point
+    }
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: build_model("mlp", num_classes=4, input_shape=(1, 4, 4), seed=s, hidden=8, depth=2),
+        _bn_net,
+    ],
+    ids=["mlp", "batchnorm"],
+)
+def test_parameter_distance_matches_numpy(make) -> None:
+    a, b = make(0), make(1)
+    got = parameter_distance(a, b)
+
+    ta, tb = _float_arrays(a), _float_arrays(b)
+    va, vb = np.concatenate(list(ta.values())), np.concatenate(list(tb.values()))
+    l2 = np.linalg.norm(va - vb)
+    assert got.comparable
+    assert got.l2 == pytest.approx(l2, rel=1e-12)
+    assert got.relative == pytest.approx(l2 / np.linalg.norm(va), rel=1e-12)
+    assert got.cosine == pytest.approx(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb)), rel=1e-12)
+    assert set(got.per_layer) == set(ta)  # integer buffers (num_batches_tracked) are left out
+    for name in ta:
+        assert got.per_layer[name] == pytest.approx(np.linalg.norm(ta[name] - tb[name]), rel=1e-12, abs=1e-15)
+    # the per-tensor distances add up (in squares) to the total
+    assert sum(v**2 for v in got.per_layer.values()) == pytest.approx(l2**2, rel=1e-12)
+
+
+def test_parameter_distance_of_a_model_to_itself_and_to_one_changed_weight() -> None:
+    a = build_model("mlp", num_classes=4, input_shape=(1, 4, 4), seed=0, hidden=8, depth=1)
+    same = parameter_distance(a, a)
+    assert same.l2 == 0.0 and same.relative == 0.0 and same.cosine == pytest.approx(1.0, abs=1e-15)
+
+    b = build_model("mlp", num_classes=4, input_shape=(1, 4, 4), seed=0, hidden=8, depth=1)
+    with torch.no_grad():
+        b[-1].bias[2] += 0.5
+    got = parameter_distance(a, b)
+    assert got.l2 == pytest.approx(0.5, rel=1e-7)
+    changed = {k: v for k, v in got.per_layer.items() if v > 0}
+    assert list(changed) == ["3.bias"]
+
+
+@pytest.mark.parametrize(
+    ("other", "why"),
+    [
+        (lambda: build_model("mlp", num_classes=4, input_shape=(1, 4, 4), seed=0, hidden=16, depth=1), "shape"),
+        (lambda: build_model("cnn", num_classes=4, input_shape=(1, 4, 4), seed=0, width=4), "names"),
+        (lambda: build_model("mlp", num_classes=5, input_shape=(1, 4, 4), seed=0, hidden=8, depth=1), "shape"),
+    ],
+    ids=["wider", "other-arch", "more-classes"],
+)
+def test_parameter_distance_of_different_architectures_is_not_comparable(other, why) -> None:
+    a = build_model("mlp", num_classes=4, input_shape=(1, 4, 4), seed=0, hidden=8, depth=1)
+    got = parameter_distance(a, other())
+    assert not got.comparable
+    assert got.l2 is None and got.relative is None and got.cosine is None and got.per_layer == {}
+    assert "architectures differ" in got.note and why in got.note
+    assert got.to_dict()["comparable"] is False
+
+
+def test_parameter_distance_of_a_parameterless_model_is_not_comparable() -> None:
+    got = parameter_distance(nn.Flatten(), nn.Flatten())
+    assert not got.comparable and got.l2 is None and got.note
+
+
+# --------------------------------------------------------------------------- kl_divergence
+
+
+def _scipy_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
+    p = scipy.special.softmax(p_logits.double().numpy(), axis=1)
+    q = scipy.special.softmax(q_logits.double().numpy(), axis=1)
+    return float(np.mean(scipy.stats.entropy(p, q, axis=1)))
+
+
+def test_kl_divergence_matches_scipy_both_ways() -> None:
+    gen = torch.Generator().manual_seed(0)
+    p = 3 * torch.randn(64, 7, generator=gen)
+    q = 3 * torch.randn(64, 7, generator=gen)
+    assert kl_divergence(p, q) == pytest.approx(_scipy_kl(p, q), rel=1e-10)
+    assert kl_divergence(q, p) == pytest.approx(_scipy_kl(q, p), rel=1e-10)
+    assert kl_divergence(p, q) != pytest.approx(kl_divergence(q, p), rel=1e-3)  # KL is not symmetric
+    assert kl_divergence(p, p) == pytest.approx(0.0, abs=1e-12)
+    # shifting all logits of a row changes nothing: KL depends on the softmax only
+    assert kl_divergence(p + 5.0, q - 2.0) == pytest.approx(kl_divergence(p, q), rel=1e-6)
+
+
+def test_kl_divergence_is_finite_where_a_float32_softmax_saturates() -> None:
+    p = torch.tensor([[150.0, 0.0, 0.0], [0.0, 110.0, 0.0]])
+    q = torch.tensor([[0.0, 150.0, 0.0], [0.0, 0.0, 110.0]])
+    float32_probs = torch.softmax(q, dim=1)
+    assert float32_probs[0, 0] == 0.0  # a float32 softmax would give log(p/0) = inf
+    got = kl_divergence(p, q)
+    assert np.isfinite(got)
+    assert got == pytest.approx(_scipy_kl(p, q), rel=1e-9)
+    assert got == pytest.approx(130.0, rel=1e-6)  # (150 + 110) / 2: the logit gaps, by hand
+
+
+def test_kl_divergence_input_errors() -> None:
+    with pytest.raises(ValueError, match="shapes differ"):
+        kl_divergence(torch.zeros(3, 4), torch.zeros(3, 5))
+    assert np.isnan(kl_divergence(torch.zeros(0, 4), torch.zeros(0, 4)))
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def _scipy_percentile(data: tuple[np.ndarray, ...], statistic, *, paired: bool) -> tuple[float, float]:
+    res = scipy.stats.bootstrap(
+        data,
+        statistic,
+        n_resamples=4000,
+        confidence_level=0.95,
+        method="percentile",
+        paired=paired,
+        vectorized=False,
+        random_state=np.random.default_rng(1),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def test_paired_difference_ci_matches_scipy_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    a = (rng.random(150) < 0.8).astype(float)
+    b = np.where(rng.random(150) < 0.85, a, 1 - a)  # mostly the same outcome: strongly paired
+    diff, ci = difference_ci(a, b, paired=True, n_bootstrap=4000, seed=3)
+    ref = _scipy_percentile((a, b), lambda x, y: np.mean(x) - np.mean(y), paired=True)
+    assert diff == pytest.approx(a.mean() - b.mean(), abs=1e-15)
+    assert ci is not None
+    assert ci[0] == pytest.approx(ref[0], abs=0.012)
+    assert ci[1] == pytest.approx(ref[1], abs=0.012)
+
+
+def test_unpaired_difference_ci_matches_scipy_bootstrap() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.4, 1.0, 120)
+    b = rng.normal(0.0, 2.0, 70)  # different sizes and spreads
+    diff, ci = difference_ci(a, b, paired=False, n_bootstrap=4000, seed=3)
+    ref = _scipy_percentile((a, b), lambda x, y: np.mean(x) - np.mean(y), paired=False)
+    assert diff == pytest.approx(a.mean() - b.mean(), abs=1e-15)
+    assert ci is not None
+    width = ref[1] - ref[0]
+    assert ci[0] == pytest.approx(ref[0], abs=0.04 * width)
+    assert ci[1] == pytest.approx(ref[1], abs=0.04 * width)
+
+
+def test_mean_ci_matches_scipy_bootstrap() -> None:
+    values = (np.random.default_rng(2).random(200) < 0.3).astype(float)
+    mean, ci = mean_ci(values, n_bootstrap=4000, seed=0)
+    ref = _scipy_percentile((values,), np.mean, paired=False)
+    assert mean == pytest.approx(values.mean())
+    assert ci is not None and ci[0] == pytest.approx(ref[0], abs=0.012) and ci[1] == pytest.approx(ref[1], abs=0.012)
+
+
+def _coverage(paired: bool, reps: int = 300) -> float:
+    rng = np.random.default_rng(10 if paired else 11)
+    hits = 0
+    for rep in range(reps):
+        if paired:
+            shared = rng.normal(0.0, 2.0, 60)  # the example's own difficulty, common to a and b
+            a = shared + rng.normal(0.3, 0.5, 60)
+            b = shared + rng.normal(0.0, 0.5, 60)
+        else:
+            a = rng.normal(0.3, 1.0, 80)
+            b = rng.normal(0.0, 1.0, 50)
+        _, ci = difference_ci(a, b, paired=paired, n_bootstrap=400, seed=rep)
+        assert ci is not None
+        hits += ci[0] <= 0.3 <= ci[1]
+    return hits / reps
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired"])
+def test_difference_ci_covers_the_true_difference_about_95_percent_of_the_time(paired: bool) -> None:
+    # 300 simulated data sets with a known difference of 0.3; Monte Carlo SE of the rate ~0.013
+    assert 0.89 <= _coverage(paired) <= 0.99
+
+
+def test_pairing_narrows_the_interval_when_the_measurements_are_correlated() -> None:
+    rng = np.random.default_rng(4)
+    shared = rng.normal(0.0, 2.0, 100)
+    a = shared + rng.normal(0.2, 0.3, 100)
+    b = shared + rng.normal(0.0, 0.3, 100)
+    _, paired = difference_ci(a, b, paired=True, n_bootstrap=1000)
+    _, unpaired = difference_ci(a, b, paired=False, n_bootstrap=1000)
+    assert paired is not None and unpaired is not None
+    assert (paired[1] - paired[0]) < 0.3 * (unpaired[1] - unpaired[0])
+    assert paired[0] > 0  # pairing detects a difference that the unpaired interval cannot
+    assert unpaired[0] < 0
+
+
+def test_difference_ci_edge_cases() -> None:
+    a, b = np.ones(10), np.zeros(10)
+    assert difference_ci(a, b, paired=True, n_bootstrap=0) == (1.0, None)
+    assert difference_ci(a, b, paired=True, n_bootstrap=200, seed=5) == difference_ci(
+        a, b, paired=True, n_bootstrap=200, seed=5
+    )
+    with pytest.raises(ValueError, match="same shape"):
+        difference_ci(np.ones(3), np.ones(4), paired=True)
+    _, unpaired = difference_ci(np.ones(3), np.zeros(5), paired=False, n_bootstrap=200)
+    assert unpaired == (1.0, 1.0)

@@ -1,0 +1,5 @@
+"""``python -m unlearn_audit`` runs the command line."""
+
+from unlearn_audit.cli import main
+
+main()

@@ -1,0 +1,398 @@
+"""DeltaGrad (Wu, Dobriban, Davidson, ICML 2020): fast retraining from a cached GD trajectory.
+
+Training (``train_with_state``) runs plain (mini-)batch gradient descent on
+
+    F_B(w) = mean_{i in B} l_i(w) + (l2 / 2) * ||w||^2        (l_i: cross-entropy)
+
+with a fixed batch schedule (the permutations of ``train_model``, seeded by the recipe's seed; the
+whole set every step when ``batch_size >= N``), learning rate ``lr`` and ``epochs`` passes, and
+caches every iterate ``w_t`` and gradient ``g_t = grad F_{B_t}(w_t)``. The model is evaluated in
+eval mode (no dropout), so every gradient is deterministic. The recipe's optimizer and momentum
+are not used: DeltaGrad replays plain GD.
+
+Deleting a set ``D`` (or adding samples ``A``) replays GD from ``w_0`` on the changed batches
+``B'_t = B_t - D + A_t``. For the first ``init`` steps (j0) and every ``period``-th step after
+(T0) the gradient on the original batch is computed exactly at the new iterate ``w'_t`` and the
+pair ``(w'_t - w_t, grad F_{B_t}(w'_t) - g_t)`` joins an L-BFGS history of ``history`` pairs (m);
+at the other steps ``grad F_{B_t}(w'_t) ~ g_t + B (w'_t - w_t)`` with ``B`` the compact L-BFGS
+Hessian approximation (Byrd, Nocedal, Schnabel 1994). Either way
+
+    grad F_{B'_t}(w') = (|B_t| a - sum_{i in D_t} grad l_i(w') + sum_{i in A_t} grad l_i(w')) / |B'_t| + l2 w'
+
+with ``a = grad F_{B_t}(w') - l2 w'`` (exact or approximated) and the deleted/added samples'
+gradients always exact (they are few). A step whose new batch is empty leaves ``w'`` unchanged.
+For strongly convex models (logistic regression with ``l2 > 0``) the result is provably close to
+retraining; for small MLPs it is a heuristic. Defaults follow the DeltaGrad README (T0 = 5,
+j0 = 20, m = 2, ``wd 1e-4``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from unlearn_audit.data import TensorSet
+from unlearn_audit.errors import ConfigError, ModelError
+from unlearn_audit.methods._common import Progress
+from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
+from unlearn_audit.methods.registry import register_method
+from unlearn_audit.methods.sisa import STATE_VERSION, StatefulMethod, locate_forget, rows_for, sample_fingerprints
+from unlearn_audit.training import TrainConfig
+
+__all__ = ["DeltaGrad", "ReplayResult", "batch_schedule", "deltagrad_replay", "lbfgs_hvp"]
+
+logger = logging.getLogger(__name__)
+
+
+def batch_schedule(n: int, batch_size: int, epochs: int, seed: int) -> list[torch.Tensor]:
+    """The index batch of every GD step: ``train_model``'s per-epoch permutations cut into batches."""
+    gen = torch.Generator().manual_seed(seed)
+    per_epoch = (n + batch_size - 1) // batch_size
+    out: list[torch.Tensor] = []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        out.extend(order[b * batch_size : (b + 1) * batch_size] for b in range(per_epoch))
+    return out
+
+
+def lbfgs_hvp(s: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``B v`` for the compact L-BFGS Hessian approximation built from pairs ``(s_i, y_i)``.
+
+    ``B = sigma I - [sigma S, Y] M^-1 [sigma S^T; Y^T]`` with ``M = [[sigma S^T S, L], [L^T, -D]]``,
+    ``L`` the strictly lower triangle of ``S^T Y``, ``D`` its diagonal and
+    ``sigma = y_m^T s_m / s_m^T s_m`` (newest pair). ``B`` satisfies the secant equation
+    ``B s_m = y_m``.
+
+    Args:
+        s, y: ``(m, d)``, oldest pair first.
+        v: ``(d,)``.
+    """
+    s64, y64, v64 = s.double(), y.double(), v.double()
+    m = s64.shape[0]
+    sigma = (y64[-1] @ s64[-1]) / (s64[-1] @ s64[-1])
+    sy = s64 @ y64.T
+    low = torch.tril(sy, diagonal=-1)
+    mid = torch.zeros(2 * m, 2 * m, dtype=torch.float64, device=s.device)
+    mid[:m, :m] = sigma * (s64 @ s64.T)
+    mid[:m, m:] = low
+    mid[m:, :m] = low.T
+    mid[m:, m:] = -torch.diag(torch.diagonal(sy))
+    q = torch.cat([sigma * (s64 @ v64), y64 @ v64])
+    p = torch.linalg.solve(mid, q)
+    out = sigma * v64 - (sigma * (s64.T @ p[:m]) + y64.T @ p[m:])
+    return out.to(v.dtype)
+
+
+class _Objective:
+    """Per-sample cross-entropy of ``model`` as a function of the flat parameter vector."""
+
+    def __init__(self, model: nn.Module, chunk: int = 4096) -> None:
+        self.model = model
+        self.names = [k for k, _ in model.named_parameters()]
+        self.shapes = [p.shape for _, p in model.named_parameters()]
+        self.buffers = {k: v.detach() for k, v in model.named_buffers()}
+        self.chunk = chunk
+
+    def _params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            k = int(np.prod(shape)) if len(shape) else 1
+            out[name] = w[start : start + k].view(shape)
+            start += k
+        return out
+
+    def grad_sum(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``sum_i grad l_i(w)`` over the rows of ``(x, y)`` (zeros for no rows)."""
+        total = torch.zeros_like(w)
+        for start in range(0, len(y), self.chunk):
+            wl = w.detach().requires_grad_(True)
+            out = functional_call(self.model, (self._params(wl), self.buffers), (x[start : start + self.chunk],))
+            loss = F.cross_entropy(out, y[start : start + self.chunk], reduction="sum")
+            total += torch.autograd.grad(loss, wl)[0]
+        return total
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """A replayed trajectory: final weights, all iterates and gradients, and what it cost."""
+
+    weights: torch.Tensor  # (T + 1, d)
+    grads: torch.Tensor  # (T, d): gradient of the new objective used at each step
+    exact_steps: int
+    approx_steps: int
+    seconds: float
+
+
+def deltagrad_replay(
+    model: nn.Module,
+    state: dict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    deleted: np.ndarray,
+    added_x: torch.Tensor | None = None,
+    added_y: torch.Tensor | None = None,
+    period: int = 5,
+    init: int = 20,
+    history: int = 2,
+    exact: bool = False,
+    device: torch.device | str = "cpu",
+    progress: Callable[[], None] | None = None,
+) -> ReplayResult:
+    """Replay the cached GD run of ``state`` with ``deleted`` removed (and ``added_*`` added).
+
+    Args:
+        model: any module of the trained architecture (its parameters are not changed).
+        state: a ``deltagrad`` state.
+        x, y: the training samples by training index (``x[i]`` is training sample ``i``); rows of
+            samples removed by earlier requests are never read.
+        deleted: training indices to delete now.
+        added_x, added_y: samples to add: added sample ``j`` joins batch ``j mod b`` of every epoch
+            (``b`` batches per epoch), i.e. every step in full-batch GD.
+        period, init, history: T0, j0 and m of DeltaGrad.
+        exact: compute every gradient exactly: the "retrain" baseline (BaseL) on the same schedule.
+        progress: called after each step.
+    """
+    dev = torch.device(device)
+    start = time.perf_counter()
+    obj = _Objective(model)
+    n = int(state["n"])
+    lr, l2 = float(state["lr"]), float(state["l2"])
+    schedule = batch_schedule(n, int(state["batch_size"]), int(state["epochs"]), int(state["seed"]))
+    per_epoch = len(schedule) // max(1, int(state["epochs"]))
+    gone = state["removed"].numpy().astype(bool)
+    is_deleted = np.zeros(n, dtype=bool)
+    is_deleted[deleted] = True
+    weights, grads = state["weights"], state["grads"]
+    w = weights[0].to(dev).clone()
+    x, y = x.to(dev), y.to(dev)
+    n_add = 0 if added_y is None else len(added_y)
+    if n_add:
+        assert added_x is not None and added_y is not None
+        added_x, added_y = added_x.to(dev), added_y.to(dev)
+    new_w = [w.detach().cpu().clone()]
+    new_g: list[torch.Tensor] = []
+    pairs_s: list[torch.Tensor] = []
+    pairs_y: list[torch.Tensor] = []
+    exact_steps = approx_steps = 0
+    for t, batch in enumerate(schedule):
+        idx = batch.numpy()
+        idx = idx[~gone[idx]]
+        dele = torch.as_tensor(idx[is_deleted[idx]], device=dev)
+        keep = torch.as_tensor(idx[~is_deleted[idx]], device=dev)
+        add = (
+            torch.arange(t % per_epoch, n_add, per_epoch, device=dev)
+            if n_add and per_epoch > 1
+            else torch.arange(n_add, device=dev)
+        )
+        size_old, size_new = len(idx), len(keep) + len(add)
+        if size_new == 0:
+            new_w.append(w.detach().cpu().clone())
+            new_g.append(torch.zeros_like(w).cpu())
+            if progress is not None:
+                progress()
+            continue
+        w_t, g_t = weights[t].to(dev), grads[t].to(dev)
+        sum_del = obj.grad_sum(w, x[dele], y[dele]) if len(dele) else torch.zeros_like(w)
+        sum_add = obj.grad_sum(w, added_x[add], added_y[add]) if len(add) else torch.zeros_like(w)  # type: ignore[index]
+        use_exact = exact or t < init or (t - init) % period == 0 or not pairs_s or size_old == 0
+        if use_exact:
+            sum_keep = obj.grad_sum(w, x[keep], y[keep]) if len(keep) else torch.zeros_like(w)
+            g_new = (sum_keep + sum_add) / size_new + l2 * w
+            if size_old and not exact:
+                full = (sum_keep + sum_del) / size_old + l2 * w
+                s_vec, y_vec = w - w_t, full - g_t
+                if float(s_vec @ y_vec) > 1e-10 * float(s_vec @ s_vec) and float(s_vec @ s_vec) > 0:
+                    pairs_s.append(s_vec)
+                    pairs_y.append(y_vec)
+                    if len(pairs_s) > history:
+                        pairs_s.pop(0)
+                        pairs_y.pop(0)
+            exact_steps += 1
+        else:
+            approx_full = g_t + lbfgs_hvp(torch.stack(pairs_s), torch.stack(pairs_y), w - w_t)
+            data_mean = approx_full - l2 * w
+            g_new = (size_old * data_mean - sum_del + sum_add) / size_new + l2 * w
+            approx_steps += 1
+        new_g.append(g_new.detach().cpu().clone())
+        w = w - lr * g_new
+        new_w.append(w.detach().cpu().clone())
+        if progress is not None:
+            progress()
+    return ReplayResult(
+        weights=torch.stack(new_w),
+        grads=torch.stack(new_g) if new_g else torch.zeros(0, w.numel()),
+        exact_steps=exact_steps,
+        approx_steps=approx_steps,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@register_method("deltagrad")
+@dataclass(frozen=True)
+class DeltaGrad(StatefulMethod):
+    """DeltaGrad (Wu et al. 2020): replay the cached GD run with L-BFGS-approximated gradients.
+
+    Train with ``unlearn-audit train --arch logreg --for-method deltagrad --lr 0.1 --epochs 200
+    --batch-size 100000 [--set l2=1e-3]`` (full-batch GD; any batch size gives mini-batch GD with
+    a fixed schedule). Every iterate and gradient is cached (``2 T d`` floats). Unlearning needs
+    the forget set and the retain set (exact steps read the remaining samples of each batch).
+
+    Hyperparameters:
+        period: T0, an exact gradient every ``period`` steps after the warm-up (5).
+        init: j0, warm-up steps with exact gradients (20).
+        history: m, L-BFGS pairs kept (2).
+        l2: L2 regularisation of the training objective; strong convexity needs > 0 (training
+            time; the state's value rules afterwards) (1e-4).
+
+    Reads: forget and retain. Approximate (provably close for strongly convex models).
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"forget", "retain"})
+
+    period: int = param(5, "T0: an exact gradient every `period` steps after the warm-up")
+    init: int = param(20, "j0: warm-up steps with exact gradients")
+    history: int = param(2, "m: L-BFGS (s, y) pairs kept")
+    l2: float = param(1e-4, "L2 regularisation of the GD objective, (l2/2)||w||^2 (training time)")
+
+    def _validate(self) -> None:
+        if self.period < 1:
+            raise self._bad("period", ">= 1")
+        if self.init < 0:
+            raise self._bad("init", ">= 0")
+        if self.history < 1:
+            raise self._bad("history", ">= 1")
+        if self.l2 < 0:
+            raise self._bad("l2", ">= 0")
+
+    def train_with_state(
+        self,
+        model: nn.Module,
+        train_set: TensorSet,
+        cfg: TrainConfig,
+        *,
+        roles: object | None = None,
+        device: torch.device | str = "cpu",
+        progress: ProgressFn | None = None,
+        **_: object,
+    ) -> tuple[nn.Module, dict]:
+        """Train ``model`` in place by plain GD (``cfg.lr``, ``cfg.epochs``, ``cfg.batch_size``,
+        ``cfg.seed``; ``l2`` from this method) and cache the trajectory.
+
+        Raises:
+            ConfigError: adversarial training was requested (DeltaGrad replays plain GD).
+        """
+        if cfg.adversarial:
+            raise ConfigError("deltagrad replays plain gradient descent; adversarial training is not supported")
+        if cfg.optimizer != "sgd" or cfg.momentum:
+            logger.warning(
+                "deltagrad trains with plain GD at lr %g; the recipe's optimizer %r (momentum %g) is not used",
+                cfg.lr, cfg.optimizer, cfg.momentum,
+            )
+        dev = torch.device(device)
+        model.to(dev)
+        was_training = model.training
+        model.eval()
+        try:
+            obj = _Objective(model)
+            n = len(train_set)
+            bs = min(cfg.batch_size, n)
+            schedule = batch_schedule(n, bs, cfg.epochs, cfg.seed)
+            x, y = train_set.x.to(dev), train_set.y.to(dev)
+            w = parameters_to_vector(model.parameters()).detach().clone()
+            ws, gs = [w.cpu().clone()], []
+            for t, batch in enumerate(schedule):
+                b = batch.to(dev)
+                g = obj.grad_sum(w, x[b], y[b]) / len(b) + self.l2 * w
+                gs.append(g.cpu().clone())
+                w = w - cfg.lr * g
+                ws.append(w.cpu().clone())
+                if progress is not None:
+                    progress(t + 1, len(schedule))
+            vector_to_parameters(w, model.parameters())
+        finally:
+            model.train(was_training)
+        model.eval()
+        state = {
+            "method": "deltagrad",
+            "version": STATE_VERSION,
+            "n": n,
+            "lr": float(cfg.lr),
+            "l2": float(self.l2),
+            "batch_size": bs,
+            "epochs": int(cfg.epochs),
+            "seed": int(cfg.seed),
+            "train_config": replace(cfg, optimizer="sgd", momentum=0.0).to_dict(),
+            "fingerprints": sample_fingerprints(train_set.x, train_set.y),
+            "removed": torch.zeros(n, dtype=torch.bool),
+            "weights": torch.stack(ws),
+            "grads": torch.stack(gs),
+        }
+        return model, {"method_state": state}
+
+    def _run_stateful(
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        state: dict,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
+        progress: Progress,
+    ) -> tuple[RunResult, dict]:
+        assert data.retain_x is not None and data.retain_y is not None
+        theta = parameters_to_vector(model.parameters()).detach().cpu()
+        if theta.shape != state["weights"][-1].shape or not torch.equal(theta, state["weights"][-1]):
+            raise ModelError(
+                "method 'deltagrad': the model differs from the last cached iterate; pass the model saved with "
+                "this state"
+            )
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise ModelError("method 'deltagrad' supports models without BatchNorm (e.g. logreg, mlp)")
+        located = locate_forget(data, state["fingerprints"], state["removed"])
+        deleted = located.indices
+        n = int(state["n"])
+        alive = np.flatnonzero(~state["removed"].numpy().astype(bool))
+        keep = np.setdiff1d(alive, deleted)
+        rows = rows_for(keep, state["fingerprints"], data.retain_x, data.retain_y)
+        x = torch.zeros((n, *data.forget_x.shape[1:]), dtype=data.forget_x.dtype)
+        y = torch.zeros(n, dtype=torch.long)
+        x[torch.from_numpy(keep)] = data.retain_x[rows].to(x.dtype)
+        y[torch.from_numpy(keep)] = data.retain_y[rows]
+        frows = rows_for(deleted, state["fingerprints"], data.forget_x, data.forget_y, role="forget")
+        x[torch.from_numpy(deleted)] = data.forget_x[frows].to(x.dtype)
+        y[torch.from_numpy(deleted)] = data.forget_y[frows]
+        total = len(state["grads"])
+        progress.add_total(total)
+        was_training = model.training
+        model.eval()
+        try:
+            result = deltagrad_replay(
+                model, state, x.to(next(model.parameters()).dtype), y, deleted=deleted,
+                period=self.period, init=self.init, history=self.history, device=device, progress=progress.step,
+            )
+        finally:
+            model.train(was_training)
+        vector_to_parameters(result.weights[-1].to(device), model.parameters())
+        progress.finish()
+        if len(deleted) != len(data.forget_y):
+            logger.info("deltagrad: %d training samples matched %d forget samples", len(deleted), len(data.forget_y))
+        notes = [
+            f"replayed {total} GD steps: {result.exact_steps} exact, {result.approx_steps} L-BFGS-approximated "
+            f"(T0={self.period}, j0={self.init}, m={self.history}); deleted {len(deleted)} of {len(alive)} samples",
+        ]
+        removed = state["removed"].clone()
+        removed[torch.from_numpy(deleted)] = True
+        new_state = dict(state)
+        new_state.update(removed=removed, weights=result.weights, grads=result.grads)
+        return RunResult(model=model, touched=("forget", "retain"), notes=tuple(notes)), new_state

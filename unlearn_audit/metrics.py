@@ -1,0 +1,146 @@
+"""Pure metric functions: accuracies with intervals, parameter distances, output divergences.
+
+Everything takes tensors or arrays and returns plain numbers or frozen dataclasses; nothing
+here trains, loads or prints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _bootstrap_mean_ci(
+    values: np.ndarray, *, n_bootstrap: int, level: float, rng: np.random.Generator
+) -> tuple[float, float] | None:
+    if values.size == 0 or n_bootstrap <= 0:
+        return None
+    idx = rng.integers(0, values.size, size=(n_bootstrap, values.size))
+    means = values[idx].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def mean_ci(values: np.ndarray, *, n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0):
+    """Mean of ``values`` with a percentile-bootstrap interval."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    mean = float(values.mean()) if values.size else float("nan")
+    return mean, _bootstrap_mean_ci(values, n_bootstrap=n_bootstrap, level=level, rng=rng)
+
+
+def difference_ci(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    paired: bool,
+    n_bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, tuple[float, float] | None]:
+    """``mean(a) - mean(b)`` with a bootstrap interval.
+
+    ``paired=True``: ``a`` and ``b`` are two measurements of the same examples (resampled together).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    diff = float(a.mean() - b.mean())
+    if n_bootstrap <= 0 or a.size == 0 or b.size == 0:
+        return diff, None
+    rng = np.random.default_rng(seed)
+    if paired:
+        if a.shape != b.shape:
+            raise ValueError("paired difference needs arrays of the same shape")
+        return diff, _bootstrap_mean_ci(a - b, n_bootstrap=n_bootstrap, level=level, rng=rng)
+    ia = rng.integers(0, a.size, size=(n_bootstrap, a.size))
+    ib = rng.integers(0, b.size, size=(n_bootstrap, b.size))
+    samples = a[ia].mean(axis=1) - b[ib].mean(axis=1)
+    tail = (1 - level) / 2
+    return diff, (float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail)))
+
+
+# --------------------------------------------------------------------------- output divergences
+
+
+def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> float:
+    """Mean over examples of KL(p || q) between the softmax outputs, computed in float64 from logits."""
+    if logits_p.shape != logits_q.shape:
+        raise ValueError(f"logit shapes differ: {tuple(logits_p.shape)} vs {tuple(logits_q.shape)}")
+    if logits_p.numel() == 0:
+        return float("nan")
+    lp = torch.log_softmax(logits_p.double(), dim=1)
+    lq = torch.log_softmax(logits_q.double(), dim=1)
+    return float((lp.exp() * (lp - lq)).sum(dim=1).clamp_min(0).mean())
+
+
+# --------------------------------------------------------------------------- parameter distances
+
+
+@dataclass(frozen=True)
+class ParameterDistance:
+    """Distance between two models of the same architecture.
+
+    ``l2`` is ||a - b|| over all floating-point parameters and buffers; ``relative`` divides it
+    by ||a||; ``cosine`` is the cosine similarity of the flattened vectors. ``per_layer`` maps
+    each tensor name to its own L2 distance.
+    """
+
+    comparable: bool
+    l2: float | None = None
+    relative: float | None = None
+    cosine: float | None = None
+    per_layer: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "comparable": self.comparable,
+            "l2": self.l2,
+            "relative": self.relative,
+            "cosine": self.cosine,
+            "per_layer": self.per_layer,
+            "note": self.note,
+        }
+
+
+def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in module.state_dict().items() if torch.is_floating_point(v)}
+
+
+def parameter_distance(a: nn.Module, b: nn.Module) -> ParameterDistance:
+    """Parameter distances between ``a`` and ``b``, computed on ``a``'s device.
+
+    Models whose state_dicts differ in names or shapes are not comparable: the result says so.
+    """
+    sa, sb = _float_state(a), _float_state(b)
+    if not sa:
+        return ParameterDistance(False, note="the model exposes no parameters (e.g. a scripted function)")
+    if sa.keys() != sb.keys():
+        return ParameterDistance(False, note="architectures differ (parameter names differ); distances skipped")
+    mismatched = [k for k in sa if sa[k].shape != sb[k].shape]
+    if mismatched:
+        return ParameterDistance(False, note=f"architectures differ (shape of {mismatched[0]}); distances skipped")
+    per_layer: dict[str, float] = {}
+    sq_diff = sq_a = sq_b = dot = 0.0
+    for name, ta in sa.items():
+        ta64 = ta.double()
+        tb64 = sb[name].to(ta.device).double()
+        d = float(torch.sum((ta64 - tb64) ** 2))
+        per_layer[name] = math.sqrt(d)
+        sq_diff += d
+        sq_a += float(torch.sum(ta64**2))
+        sq_b += float(torch.sum(tb64**2))
+        dot += float(torch.sum(ta64 * tb64))
+    l2 = math.sqrt(sq_diff)
+    norm_a, norm_b = math.sqrt(sq_a), math.sqrt(sq_b)
+    return ParameterDistance(
+        True,
+        l2=l2,
+        relative=l2 / norm_a if norm_a > 0 else None,
+        cosine=dot / (norm_a * norm_b) if norm_a > 0 and norm_b > 0 else None,
+        per_layer=per_layer,
+    )

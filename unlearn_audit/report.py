@@ -1,0 +1,258 @@
+"""JSON, HTML and JUnit writers. All three render the same audit dict; every write is atomic."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from unlearn_audit.audit import SCHEMA_VERSION
+from unlearn_audit.errors import DataError
+from unlearn_audit.fileio import atomic_write_text
+
+STATUS_LABEL = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
+_REQUIRED_KEYS = ("schema_version", "verdict", "checks", "models", "distances", "provenance")
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n"
+
+
+def _json_default(obj: object) -> object:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    return atomic_write_text(path, to_json(result))
+
+
+def read_json(path: str | Path) -> dict:
+    """Load a saved audit result, checking it is one this version can render."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"audit result not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or any(k not in data for k in _REQUIRED_KEYS):
+        raise DataError(f"{path}: not an unlearn-audit result (needs keys {', '.join(_REQUIRED_KEYS)})")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise DataError(f"{path}: schema_version {data['schema_version']!r} is not supported (expected {SCHEMA_VERSION})")
+    return data
+
+
+# --------------------------------------------------------------------------- JUnit
+
+
+def to_junit(result: dict) -> str:
+    """One ``testcase`` per check: fail -> ``failure``, inconclusive or advisory -> ``skipped``."""
+    checks = result["checks"]
+    failures = sum(1 for c in checks if c["status"] == "fail")
+    skipped = sum(1 for c in checks if c["status"] != "fail" and (c["status"] != "pass"))
+    seconds = sum(float(v) for v in result.get("timings", {}).values())
+    suite = ET.Element(
+        "testsuite",
+        name="unlearn-audit",
+        tests=str(len(checks)),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
+        time=f"{seconds:.3f}",
+    )
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="verdict", value=str(result["verdict"]))
+    for name, info in result.get("provenance", {}).get("models", {}).items():
+        ET.SubElement(props, "property", name=f"{name}.sha256", value=str(info.get("sha256")))
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"unlearn_audit.{c.get('group', 'audit')}", name=c["name"])
+        message = f"{c['status']}: {c['detail']}"
+        if c["status"] == "fail":
+            node = ET.SubElement(case, "failure", message=message[:1000], type="AuditCheckFailed")
+            node.text = _check_text(c)
+        elif c["status"] == "inconclusive":
+            kind = "inconclusive" if c.get("gating", True) else "advisory (not gating)"
+            ET.SubElement(case, "skipped", message=f"{kind}: {c['detail']}"[:1000])
+        out = ET.SubElement(case, "system-out")
+        out.text = _check_text(c)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def _check_text(c: dict) -> str:
+    ci = c.get("ci")
+    ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "n/a"
+    return f"status={c['status']} value={c.get('value')} threshold={c.get('threshold')} ci={ci_text}\n{c['detail']}"
+
+
+def write_junit(result: dict, path: str | Path) -> Path:
+    return atomic_write_text(path, to_junit(result))
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _figure_to_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_COLORS = {"original": "#c0392b", "unlearned": "#2471a3", "retrained": "#229954"}
+
+
+def _roc_figures(plots: dict) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    titles = {
+        "population": "Population attack (strongest on the original model)",
+        "paired": "Paired test against the retrained model",
+        "reference": "U-LiRA against reference models",
+    }
+    for attack, per_model in plots.get("roc", {}).items():
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.0))
+        for name, roc in per_model.items():
+            fpr, tpr = roc["fpr"], roc["tpr"]
+            label = f"{name} (AUC {roc['auc']:.3f})" if roc.get("auc") is not None else name
+            color = _COLORS.get(name)
+            axes[0].plot(fpr, tpr, label=label, color=color)
+            pts = [(f, t) for f, t in zip(fpr, tpr, strict=False) if f > 0 and t > 0]
+            if pts:
+                axes[1].plot([p[0] for p in pts], [p[1] for p in pts], label=label, color=color)
+        for ax in axes:
+            ax.plot([1e-4, 1], [1e-4, 1], ls="--", color="grey", lw=0.8)
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+        axes[0].set_xlim(0, 1)
+        axes[0].set_ylim(0, 1)
+        axes[1].set_xscale("log")
+        axes[1].set_yscale("log")
+        axes[1].set_xlim(1e-3, 1)
+        axes[1].set_ylim(1e-3, 1)
+        axes[0].set_title("ROC")
+        axes[1].set_title("ROC, log-log (low false-positive regime)")
+        axes[0].legend(fontsize=8, loc="lower right")
+        fig.suptitle(titles.get(attack, attack))
+        figures.append({"title": titles.get(attack, attack), "src": _figure_to_data_uri(fig)})
+    return figures
+
+
+def _histogram_figure(plots: dict) -> str | None:
+    hists = plots.get("histograms", {})
+    if not hists:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(hists), figsize=(4.2 * len(hists), 3.4), squeeze=False)
+    role_colors = {"forget": "#c0392b", "retain": "#7f8c8d", "test": "#2471a3"}
+    for ax, (name, h) in zip(axes[0], hists.items(), strict=False):
+        edges = h["edges"]
+        centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=False)]
+        width = edges[1] - edges[0]
+        for role, dens in h["density"].items():
+            ax.bar(centers, dens, width=width, alpha=0.45, label=role, color=role_colors.get(role))
+        ax.set_title(f"{name} model")
+        ax.set_xlabel("logit-scaled confidence  z_y - logsumexp(z_other)")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("share of examples")
+    return _figure_to_data_uri(fig)
+
+
+def _layer_figure(plots: dict) -> str | None:
+    per_layer = plots.get("per_layer", {})
+    if not per_layer:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(next(iter(per_layer.values())).keys())
+    fig, ax = plt.subplots(figsize=(9.5, max(2.5, 0.28 * len(names) + 1)))
+    height = 0.8 / len(per_layer)
+    for i, (pair, values) in enumerate(per_layer.items()):
+        ys = [j + i * height for j in range(len(names))]
+        ax.barh(ys, [values.get(n, 0.0) for n in names], height=height, label=pair.replace("_", " "))
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(names))])
+    ax.set_yticklabels(names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("L2 distance of the tensor")
+    ax.legend(fontsize=8)
+    return _figure_to_data_uri(fig)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def template_dir() -> Path:
+    """The templates: shipped in the wheel as ``unlearn_audit.templates``, or ``templates/`` in a checkout."""
+    try:
+        from unlearn_audit import templates as package
+
+        return Path(package.__file__).parent
+    except ImportError:
+        return Path(__file__).resolve().parent.parent / "templates"
+
+
+def render_html(result: dict) -> str:
+    """The self-contained compliance report (inline CSS and PNG plots, no network)."""
+    import jinja2
+
+    folder = template_dir()
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fmt"] = _fmt
+    env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * float(v):.2f}%"
+    template = env.get_template("report.html.j2")
+    css = (folder / "report.css").read_text(encoding="utf-8")
+    plots = result.get("plots", {})
+    return template.render(
+        r=result,
+        css=css,
+        status_label=STATUS_LABEL,
+        roc_figures=_roc_figures(plots),
+        histogram=_histogram_figure(plots),
+        layers=_layer_figure(plots),
+        model_names=list(result["models"].keys()),
+    )
+
+
+def write_html(result: dict, path: str | Path) -> Path:
+    return atomic_write_text(path, render_html(result))
+
+
+def escape(text: str) -> str:  # used by tests to compute the expected escaped form
+    return html.escape(text, quote=True)
