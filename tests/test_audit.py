@@ -189,7 +189,9 @@ def test_a_model_that_was_not_unlearned_fails_through_membership_tests(not_unlea
     assert checks["membership_power"].status == PASS
     assert checks["mia_paired"].status == FAIL and checks["mia_paired"].gating
     assert checks["mia_paired"].ci[0] > AUDIT_POLICY.mia_auc_margin
-    assert checks["mia_population"].status == FAIL
+    # the population test gates on threshold attacks, which reach only ~+0.08 over the retrained
+    # model here: below the margin 0.1, so it cannot fail, but it must not pass either
+    assert checks["mia_population"].status != PASS
     assert checks["forget_accuracy"].status == FAIL
     assert checks["model_changed"].status == FAIL
     assert not_unlearned.distances["original_to_unlearned"]["parameters"]["l2"] == 0.0
@@ -202,7 +204,7 @@ def test_a_perturbed_copy_passes_model_changed_but_fails_membership(perturbed) -
     assert result.distances["original_to_unlearned"]["parameters"]["l2"] == pytest.approx(change, rel=1e-9)
     assert checks["membership_power"].status == PASS
     assert checks["mia_paired"].status == FAIL
-    assert checks["mia_population"].status == FAIL
+    assert checks["mia_population"].status != PASS
     assert result.verdict == FAIL
 
 
@@ -292,11 +294,6 @@ def test_evaluate_restores_train_mode_of_the_callers_models(untrained) -> None:
     assert all(m.training for model in modules for m in model.modules())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: audit._check_model_fits runs the caller's model in its current (train) mode, so a "
-    "BatchNorm model's running statistics are updated by the probe batch",
-)
 def test_evaluate_does_not_change_the_callers_models(untrained) -> None:
     _, modules, before = untrained
     for model, state in zip(modules, before, strict=True):
@@ -333,11 +330,6 @@ def test_a_tiny_forget_set_never_passes(tiny, variant: str) -> None:
     assert tiny[variant].verdict != PASS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: five forget examples that the honest model classifies correctly give forget_accuracy a "
-    "zero-width bootstrap interval [1, 1], so an honest retrained model FAILS instead of being inconclusive",
-)
 def test_a_tiny_forget_set_is_inconclusive_not_a_failure(tiny) -> None:
     result = tiny["without-retrained"]
     assert [c.name for c in result.checks if c.status == FAIL] == []
@@ -427,12 +419,6 @@ def test_mislabeled_forget_data_does_not_fail_an_honest_model_without_reference(
     assert [c.name for c in result.checks if c.status == FAIL] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with mislabeled forget data two honest retrainings differ in calibration, and the "
-    "two-sided membership checks against the retrained model call that over-forgetting (mia_paired) "
-    "or compare per-model refitted learned attackers (mia_population): an honest model FAILS",
-)
 def test_mislabeled_forget_data_does_not_fail_an_honest_model_against_its_reference(mislabeled) -> None:
     result = mislabeled["with-retrained"]
     assert [(c.name, c.detail) for c in result.checks if c.status == FAIL] == []
@@ -481,21 +467,29 @@ def test_non_gating_checks_do_not_decide() -> None:
     assert decide_verdict([_check(INCONCLUSIVE, gating=False)]) == INCONCLUSIVE  # nothing gated
 
 
+GAIN = (0.2, (0.1, 0.3))  # the original's AUC minus the unlearned model's, with its interval
+NO_GAIN = (0.0, (-0.02, 0.02))
+
+
 @pytest.mark.parametrize(
-    ("ci", "two_sided", "power", "expected"),
+    ("ci", "two_sided", "power", "gain", "expected"),
     [
-        ((0.06, 0.2), False, False, FAIL),  # still recognised: fails even without power
-        ((0.06, 0.2), True, True, FAIL),
-        ((-0.2, -0.06), True, True, FAIL),  # over-forgetting against a retrained model
-        ((-0.2, -0.06), False, True, PASS),  # one-sided: below the unseen level is allowed
-        ((-0.04, 0.04), True, True, PASS),
-        ((-0.04, 0.04), True, False, INCONCLUSIVE),  # no power: never a pass
-        ((-0.04, 0.07), True, True, INCONCLUSIVE),  # crosses the margin
-        ((-0.07, 0.04), True, True, INCONCLUSIVE),
-        (None, True, True, INCONCLUSIVE),
+        ((0.06, 0.2), False, False, NO_GAIN, FAIL),  # still recognised: fails even without power
+        ((0.06, 0.2), True, True, GAIN, FAIL),
+        ((-0.2, -0.06), True, True, GAIN, FAIL),  # over-forgetting against a retrained model
+        ((-0.2, -0.06), False, True, GAIN, PASS),  # one-sided: below the unseen level is allowed
+        ((-0.04, 0.04), True, True, GAIN, PASS),
+        ((-0.04, 0.04), True, True, NO_GAIN, INCONCLUSIVE),  # no measurable gain over the original
+        ((-0.04, 0.04), True, True, (None, None), INCONCLUSIVE),
+        ((-0.04, 0.04), True, False, GAIN, INCONCLUSIVE),  # no power: never a pass
+        ((-0.04, 0.07), True, True, GAIN, INCONCLUSIVE),  # crosses the margin
+        ((-0.07, 0.04), True, True, GAIN, INCONCLUSIVE),
+        (None, True, True, GAIN, INCONCLUSIVE),
     ],
 )
-def test_judge_excess(ci, two_sided: bool, power: bool, expected: str) -> None:
-    status, reason = judge_excess(0.0, ci, margin=0.05, two_sided=two_sided, power=power, power_detail="x")
+def test_judge_excess(ci, two_sided: bool, power: bool, gain, expected: str) -> None:
+    status, reason = judge_excess(
+        0.0, ci, margin=0.05, two_sided=two_sided, power=power, power_detail="x", gain=gain[0], gain_ci=gain[1]
+    )
     assert status == expected, reason
     assert reason

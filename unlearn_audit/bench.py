@@ -15,7 +15,7 @@ What one seed ``s`` does (everything is written below ``out_dir/seed-<s>/``):
    same recipe (:func:`unlearn_audit.api.train_checkpoint`, ``seed=s``; the forget set is drawn
    with seed ``s`` too);
 2. for every method, unlearn the original (:func:`unlearn_audit.api.unlearn_checkpoint`,
-   ``seed=s``) into ``<method>.pt``. A method that needs state recorded during training
+   ``seed=s``) into ``unlearned-<method>.pt``. A method that needs state recorded during training
    (``needs_state``, e.g. SISA) gets its own original, ``original-<state>.pt``, trained through
    ``train_with_state``; its audit then compares against that model;
 3. audit every result with :func:`unlearn_audit.audit.evaluate` against the retrained model
@@ -56,7 +56,15 @@ from unlearn_audit.policy import DEFAULT_POLICY, Policy
 log = logging.getLogger(__name__)
 
 GOLD = "retrain"
-DEFAULT_METHODS = ("finetune", "random_label", "gradient_ascent", "boundary_shrink", "l1_sparse", "salun", "amun")
+DEFAULT_METHODS = (
+    "finetune",
+    "random_label",
+    "gradient_ascent",
+    "boundary_shrink",
+    "l1_sparse",
+    "salun",
+    "amun",
+)
 QUICK_N_BOOTSTRAP = 200  # the policy minimum is 100; 200 keeps intervals usable and audits ~1 s on digits
 
 Say = Callable[[str], None]
@@ -253,17 +261,31 @@ def train_artifact(
     from unlearn_audit.api import train_checkpoint
 
     key = {
-        "kind": "train", "data": data, "arch": arch, "forget": forget, "without_forget": without_forget,
-        "overrides": dict(overrides), "for_method": for_method, "method_params": dict(method_params),
+        "kind": "train",
+        "data": data,
+        "arch": arch,
+        "forget": forget,
+        "without_forget": without_forget,
+        "overrides": dict(overrides),
+        "for_method": for_method,
+        "method_params": dict(method_params),
         "split_seed": split_seed,
     }
     if store.reusable(path, key):
         return Built(path, True, 0.0)
     start = time.perf_counter()
     train_checkpoint(
-        out=path, data=data, arch=arch, forget=forget, without_forget=without_forget, overrides=dict(overrides),
-        for_method=for_method, method_params=dict(method_params) if for_method else None, split_seed=split_seed,
-        device=device, progress_factory=progress_factory,
+        out=path,
+        data=data,
+        arch=arch,
+        forget=forget,
+        without_forget=without_forget,
+        overrides=dict(overrides),
+        for_method=for_method,
+        method_params=dict(method_params) if for_method else None,
+        split_seed=split_seed,
+        device=device,
+        progress_factory=progress_factory,
     )
     store.record(path, key)
     return Built(path, False, time.perf_counter() - start)
@@ -287,15 +309,29 @@ def unlearn_artifact(
     from unlearn_audit.api import unlearn_checkpoint
 
     key = {
-        "kind": "unlearn", "method": method, "params": dict(params), "original_sha256": sha256_file(original),
-        "data": data, "forget": forget, "seed": seed, "split_seed": split_seed,
+        "kind": "unlearn",
+        "method": method,
+        "params": dict(params),
+        "original_sha256": sha256_file(original),
+        "data": data,
+        "forget": forget,
+        "seed": seed,
+        "split_seed": split_seed,
     }
     if store.reusable(path, key):
         return Built(path, True, 0.0)
     start = time.perf_counter()
     unlearn_checkpoint(
-        method=method, model=original, out=path, params=dict(params), data=data, forget=forget, seed=seed,
-        split_seed=split_seed, device=device, progress_factory=progress_factory,
+        method=method,
+        model=original,
+        out=path,
+        params=dict(params),
+        data=data,
+        forget=forget,
+        seed=seed,
+        split_seed=split_seed,
+        device=device,
+        progress_factory=progress_factory,
     )
     store.record(path, key)
     return Built(path, False, time.perf_counter() - start)
@@ -476,7 +512,14 @@ def scores_of(model_entry: Mapping) -> Scores:
 
 
 def run_from_audit(
-    audit: Mapping, *, seed: int, method: str, seconds: float, original: str, checkpoint: str, audit_path: str,
+    audit: Mapping,
+    *,
+    seed: int,
+    method: str,
+    seconds: float,
+    original: str,
+    checkpoint: str,
+    audit_path: str,
     sha256: str,
 ) -> BenchmarkRun:
     """The benchmark's numbers for one audit: unlearned vs retrained scores and their gap."""
@@ -485,14 +528,25 @@ def run_from_audit(
     gated = models["unlearned"].get("mia", {}).get("population_gated") or {}
     rob = models["unlearned"].get("robustness")
     return BenchmarkRun(
-        seed=seed, method=method, scores=scores, reference=reference, avg_gap=avg_gap(scores, reference),
-        seconds=seconds, verdict=str(audit["verdict"]), mia_attack=gated.get("attack"),
-        robust_acc=_pct(rob["robust_accuracy"]) if rob else None, original=original, checkpoint=checkpoint,
-        audit=audit_path, sha256=sha256,
+        seed=seed,
+        method=method,
+        scores=scores,
+        reference=reference,
+        avg_gap=avg_gap(scores, reference),
+        seconds=seconds,
+        verdict=str(audit["verdict"]),
+        mia_attack=gated.get("attack"),
+        robust_acc=_pct(rob["robust_accuracy"]) if rob else None,
+        original=original,
+        checkpoint=checkpoint,
+        audit=audit_path,
+        sha256=sha256,
     )
 
 
-def summarize_runs(method: str, runs: Sequence[BenchmarkRun], *, robustness: bool, note: str = "") -> BenchmarkRow:
+def summarize_runs(
+    method: str, runs: Sequence[BenchmarkRun], *, robustness: bool, note: str = ""
+) -> BenchmarkRow:
     """Mean +/- std over seeds of one method's runs."""
     verdicts: dict[str, int] = {}
     for r in runs:
@@ -556,7 +610,9 @@ def run_benchmark(
     out = Path(out_dir)
     methods = tuple(m for m in config.methods if m != GOLD)
     if GOLD in config.method_params:
-        raise ConfigError("--set retrain.*: the retrain row is the retrained model; set --epochs for its recipe")
+        raise ConfigError(
+            "--set retrain.*: the retrain row is the retrained model; set --epochs for its recipe"
+        )
     instances = check_methods(methods, config.method_params)
     dev = resolve_device(config.device)
     dataset = load_dataset(config.data, split_seed=config.split_seed)
@@ -566,12 +622,29 @@ def run_benchmark(
     stateful_notes: dict[str, str] = {}
     n = config.seeds
 
-    def train(path: Path, what: str, tag: str, seed: int, *, without_forget: bool = False,
-              for_method: str | None = None, params: Mapping[str, object] | None = None) -> Built:
+    def train(
+        path: Path,
+        what: str,
+        tag: str,
+        seed: int,
+        *,
+        without_forget: bool = False,
+        for_method: str | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> Built:
         built = train_artifact(
-            store, path, data=config.data, arch=config.arch, forget=config.forget, without_forget=without_forget,
-            overrides={"epochs": config.epochs, "seed": seed}, for_method=for_method, method_params=params or {},
-            split_seed=config.split_seed, device=config.device, progress_factory=progress_factory,
+            store,
+            path,
+            data=config.data,
+            arch=config.arch,
+            forget=config.forget,
+            without_forget=without_forget,
+            overrides={"epochs": config.epochs, "seed": seed},
+            for_method=for_method,
+            method_params=params or {},
+            split_seed=config.split_seed,
+            device=config.device,
+            progress_factory=progress_factory,
         )
         say(f"{tag}: {what}: " + ("reused" if built.reused else f"trained in {built.seconds:.1f}s"))
         return built
@@ -581,16 +654,23 @@ def run_benchmark(
         tag = f"seed {s + 1}/{n}"
         roles = make_roles(dataset, config.forget, seed=s)
         original = train(sdir / "original.pt", "original model", tag, s)
-        retrained = train(sdir / "retrained.pt", "retrained model (without the forget set)", tag, s,
-                          without_forget=True)
+        retrained = train(
+            sdir / "retrained.pt", "retrained model (without the forget set)", tag, s, without_forget=True
+        )
         ret_model = load_model(retrained.path, device=dev)
         plain_original = load_model(original.path, device=dev)
         robust = None
         if config.robustness:
-            robust = _cached_robustness(_robustness_measure(
-                roles, samples=config.robust_samples, eps=config.robust_eps, steps=config.robust_steps, seed=s,
-                device=dev,
-            ))
+            robust = _cached_robustness(
+                _robustness_measure(
+                    roles,
+                    samples=config.robust_samples,
+                    eps=config.robust_eps,
+                    steps=config.robust_steps,
+                    seed=s,
+                    device=dev,
+                )
+            )
 
         for method in (GOLD, *methods):
             orig_built, orig_model = original, plain_original
@@ -601,26 +681,54 @@ def run_benchmark(
                 params = dict(config.method_params.get(method, {}))
                 if getattr(inst, "needs_state", False):
                     state = str(getattr(inst, "state_name", method))
-                    orig_built = train(sdir / f"original-{state}.pt", f"original trained for {method}", tag, s,
-                                       for_method=state, params=params)
+                    orig_built = train(
+                        sdir / f"original-{state}.pt",
+                        f"original trained for {method}",
+                        tag,
+                        s,
+                        for_method=state,
+                        params=params,
+                    )
                     orig_model = load_model(orig_built.path, device=dev)
                     stateful_notes[method] = (
                         f"audited against its own original, trained with {state}'s recorded training state"
                     )
                 built = unlearn_artifact(
-                    store, sdir / f"{method}.pt", method=method, params=params, original=orig_built.path,
-                    data=config.data, forget=config.forget, seed=s, split_seed=config.split_seed,
-                    device=config.device, progress_factory=progress_factory,
+                    store,
+                    sdir / f"unlearned-{method}.pt",
+                    method=method,
+                    params=params,
+                    original=orig_built.path,
+                    data=config.data,
+                    forget=config.forget,
+                    seed=s,
+                    split_seed=config.split_seed,
+                    device=config.device,
+                    progress_factory=progress_factory,
                 )
-                say(f"{tag}: unlearn {method}: " + ("reused" if built.reused else f"done in {built.seconds:.1f}s"))
+                say(
+                    f"{tag}: unlearn {method}: "
+                    + ("reused" if built.reused else f"done in {built.seconds:.1f}s")
+                )
                 unl_path = built.path
             unl_model = ret_model if method == GOLD else load_model(unl_path, device=dev)
             audit_path = sdir / f"audit-{method}.json"
             key = {
-                "kind": "audit", "original": orig_model.sha256, "unlearned": unl_model.sha256,
-                "retrained": ret_model.sha256, "seed": s, "policy": config.policy.to_dict(),
-                "robustness": [config.robustness, config.robust_samples, config.robust_eps, config.robust_steps],
-                "data": config.data, "forget": config.forget, "split_seed": config.split_seed,
+                "kind": "audit",
+                "original": orig_model.sha256,
+                "unlearned": unl_model.sha256,
+                "retrained": ret_model.sha256,
+                "seed": s,
+                "policy": config.policy.to_dict(),
+                "robustness": [
+                    config.robustness,
+                    config.robust_samples,
+                    config.robust_eps,
+                    config.robust_steps,
+                ],
+                "data": config.data,
+                "forget": config.forget,
+                "split_seed": config.split_seed,
             }
             t0 = time.perf_counter()
             if store.reusable(audit_path, key):
@@ -628,31 +736,49 @@ def run_benchmark(
                 say(f"{tag}: audit {method}: reused")
             else:
                 audit = evaluate(
-                    orig_model, unl_model, roles, retrained=ret_model, policy=config.policy, seed=s, device=dev,
-                    robustness=robust, extra_provenance={"benchmark": {"method": method, "seed": s}},
+                    orig_model,
+                    unl_model,
+                    roles,
+                    retrained=ret_model,
+                    policy=config.policy,
+                    seed=s,
+                    device=dev,
+                    robustness=robust,
+                    extra_provenance={"benchmark": {"method": method, "seed": s}},
                 ).to_dict()
                 write_json(audit, audit_path)
                 store.record(audit_path, key)
                 say(f"{tag}: audit {method}: {audit['verdict']} in {time.perf_counter() - t0:.1f}s")
-            runs.append(run_from_audit(
-                audit, seed=s, method=method, seconds=checkpoint_seconds(unl_model), original=str(orig_built.path),
-                checkpoint=str(unl_path), audit_path=str(audit_path), sha256=unl_model.sha256,
-            ))
+            runs.append(
+                run_from_audit(
+                    audit,
+                    seed=s,
+                    method=method,
+                    seconds=checkpoint_seconds(unl_model),
+                    original=str(orig_built.path),
+                    checkpoint=str(unl_path),
+                    audit_path=str(audit_path),
+                    sha256=unl_model.sha256,
+                )
+            )
 
     rows = tuple(
         summarize_runs(
-            m, [r for r in runs if r.method == m], robustness=config.robustness,
-            note="gold standard: trained on the retain set with the original's recipe" if m == GOLD
+            m,
+            [r for r in runs if r.method == m],
+            robustness=config.robustness,
+            note="gold standard: trained on the retain set with the original's recipe"
+            if m == GOLD
             else stateful_notes.get(m, ""),
         )
         for m in (GOLD, *methods)
     )
     attacks = sorted({r.mia_attack for r in runs if r.mia_attack})
     notes = (
-        "Accuracies and MIA AUC in percent; Avg. Gap = (|FA-FA_r| + |RA-RA_r| + |TA-TA_r| + |MIA-MIA_r|)/4 in "
-        "percentage points against the same seed's retrained model, then mean ± sample std over seeds.",
-        "MIA: AUC of the population membership attack (forget set vs test set) chosen as the strongest on the "
-        f"original model of each seed: {', '.join(attacks) or 'none (too few test examples)'}.",
+        "Accuracies and MIA AUC in percent; Avg. Gap = (|FA-FA_r| + |RA-RA_r| + |TA-TA_r| + |MIA-MIA_r|)/4 "
+        "in percentage points against the same seed's retrained model, then mean ± sample std over seeds.",
+        "MIA: AUC of the population membership attack (forget set vs test set) chosen as the strongest on "
+        f"the original model of each seed: {', '.join(attacks) or 'none (too few test examples)'}.",
         "Time: unlearning wall time in seconds (retrain: the retraining time).",
     )
     provenance = {
@@ -717,12 +843,18 @@ def render_table_html(table: Table, provenance: Mapping[str, object]) -> str:
 
     folder = template_dir()
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)), autoescape=True, undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True,
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     css = (folder / "report.css").read_text(encoding="utf-8")
-    shown = {k: provenance[k] for k in ("tool_version", "torch", "device", "date", "command", "wall_seconds")
-             if k in provenance}
+    shown = {
+        k: provenance[k]
+        for k in ("tool_version", "torch", "device", "date", "command", "wall_seconds")
+        if k in provenance
+    }
     return env.get_template("benchmark.html.j2").render(t=table, css=css, provenance=shown)
 
 
@@ -739,11 +871,17 @@ def benchmark_table(result: BenchmarkResult) -> Table:
     columns += ["Time (s)", "Verdict", "Note"]
     rows = []
     for r in result.rows:
-        cells = [r.method, r.forget_acc.text(), r.retain_acc.text(), r.test_acc.text(), r.mia_auc.text(),
-                 r.avg_gap.text()]
+        cells = [
+            r.method,
+            r.forget_acc.text(),
+            r.retain_acc.text(),
+            r.test_acc.text(),
+            r.mia_auc.text(),
+            r.avg_gap.text(),
+        ]
         if robustness:
             cells.append(r.robust_acc.text() if r.robust_acc else "n/a")
-        cells += [r.seconds.text(1), r.verdict_text(), r.note]
+        cells += [r.seconds.text(), r.verdict_text(), r.note]
         rows.append(tuple(cells))
     numeric = tuple(c not in ("Method", "Verdict", "Note") for c in columns)
     cfg = result.config

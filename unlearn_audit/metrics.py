@@ -144,3 +144,79 @@ def parameter_distance(a: nn.Module, b: nn.Module) -> ParameterDistance:
         cosine=dot / (norm_a * norm_b) if norm_a > 0 and norm_b > 0 else None,
         per_layer=per_layer,
     )
+
+
+# --------------------------------------------------------------------------- proportion intervals
+# Score intervals keep their width when every example agrees (all correct, no change), where a
+# bootstrap of a proportion collapses to a single point and overstates the evidence.
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def wilson_interval(successes: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927)."""
+    if n <= 0:
+        raise ValueError("wilson_interval needs n >= 1")
+    z = _z(level)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion_difference_ci(
+    a: np.ndarray, b: np.ndarray, *, level: float = 0.95
+) -> tuple[float, tuple[float, float]]:
+    """``mean(a) - mean(b)`` of two independent 0/1 samples, Newcombe's hybrid score interval.
+
+    Newcombe (1998), "Interval estimation for the difference between independent proportions",
+    method 10: Wilson intervals of each proportion combined in quadrature.
+    """
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    p1, p2 = float(a.mean()), float(b.mean())
+    l1, u1 = wilson_interval(int(a.sum()), a.size, level=level)
+    l2, u2 = wilson_interval(int(b.sum()), b.size, level=level)
+    d = p1 - p2
+    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return d, (lo, hi)
+
+
+def paired_proportion_difference_ci(
+    a: np.ndarray, b: np.ndarray, *, level: float = 0.95
+) -> tuple[float, tuple[float, float]]:
+    """``mean(a) - mean(b)`` of paired 0/1 outcomes on the same examples, Newcombe's score interval.
+
+    Newcombe (1998), "Improved confidence intervals for the difference between binomial
+    proportions based on paired data", method 10, with the correlation ``phi`` of the 2x2
+    table (0 when a margin is empty).
+    """
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("paired proportions need two non-empty arrays of the same shape")
+    n = a.size
+    both = int(np.sum(a & b))
+    only_a = int(np.sum(a & ~b))
+    only_b = int(np.sum(~a & b))
+    neither = n - both - only_a - only_b
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    l1, u1 = wilson_interval(both + only_a, n, level=level)
+    l2, u2 = wilson_interval(both + only_b, n, level=level)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = 0.0
+    if margins > 0:
+        # Newcombe's continuity-corrected numerator: max(ad - bc - n/2, 0) when ad > bc.
+        ad_bc = both * neither - only_a * only_b
+        num = max(ad_bc - n / 2, 0) if ad_bc > 0 else ad_bc
+        phi = num / math.sqrt(margins)
+    d = p1 - p2
+    lo = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return d, (max(-1.0, lo), min(1.0, hi))

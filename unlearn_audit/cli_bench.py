@@ -1,0 +1,242 @@
+"""The ``benchmark`` and ``robustness-study`` commands, added to the app by :func:`register`.
+
+``unlearn_audit.cli`` calls ``register(app)``; the console helpers are imported from it inside
+the commands, so importing this module never imports the CLI twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data", help="Data source: mnist-5k (default; digits with --quick), npz:PATH, imagefolder:DIR, ..."
+    ),
+]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option("--arch", help="Architecture: logreg, mlp, cnn (default; mlp with --quick), resnet18."),
+]
+ForgetOpt = Annotated[
+    str, typer.Option("--forget", help="Forget set: random:0.1 | random:100 | class:3 | index file.")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder: tables, checkpoints, audits.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Method hyperparameter method.key=value, e.g. amun.epochs=5 (repeatable)."),
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option("--epochs", help="Training epochs of the models (recipe default; 3-5 with --quick)."),
+]
+QuickOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quick", help="Shrink everything for a smoke test: digits, mlp, few epochs, small attacks."
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume/--no-resume", help="Reuse checkpoints and results in --out made from the same inputs."
+    ),
+]
+SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the built-in train/test split.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
+
+
+def _stepper(quiet: bool) -> Callable[[str], None] | None:
+    """One console line per step, prefixed with the elapsed time since the command started."""
+    if quiet:
+        return None
+    start = time.monotonic()
+
+    def say(message: str) -> None:
+        typer.echo(f"[{time.monotonic() - start:7.1f}s] {message}", err=True)
+
+    return say
+
+
+def benchmark(
+    out: OutOpt,
+    data: DataOpt = None,
+    arch: ArchOpt = None,
+    forget: ForgetOpt = "random:0.1",
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated methods (see `unlearn-audit methods`); retrain is always shown.",
+        ),
+    ] = "finetune,random_label,gradient_ascent,boundary_shrink,l1_sparse,salun,amun",
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="Number of seeds (0..N-1): models, forget set, methods.")
+    ] = 3,
+    set_: SetOpt = None,
+    epochs: EpochsOpt = None,
+    robustness: Annotated[
+        bool,
+        typer.Option("--robustness/--no-robustness", help="Also measure PGD robust accuracy in every audit."),
+    ] = False,
+    robust_samples: Annotated[
+        int | None, typer.Option("--robust-samples", help="Test examples attacked (500; 100 with --quick).")
+    ] = None,
+    robust_eps: Annotated[float | None, typer.Option("--robust-eps", help="PGD L-inf radius.")] = None,
+    robust_steps: Annotated[int | None, typer.Option("--robust-steps", help="PGD steps.")] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="TOML file overriding audit thresholds.")
+    ] = None,
+    quick: QuickOpt = False,
+    resume: ResumeOpt = True,
+    split_seed: SplitSeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Compare unlearning methods against retraining: the AMUN table, audited, mean ± std over seeds.
+
+    Example: unlearn-audit benchmark --data mnist-5k --arch cnn --forget random:0.1
+    --methods amun,salun,finetune --seeds 3 --out bench/ --set amun.epochs=5
+
+    Per seed it trains the original and the retrained model, runs every method, audits each
+    result against the retrained model, and writes benchmark.md, .csv, .json and .html to --out:
+    forget, retain and test accuracy, membership AUC (forget vs test), Avg. Gap to retrain,
+    time and verdict. Re-runs reuse finished work (--no-resume to redo it).
+    """
+    from unlearn_audit.cli import _errors, info, parse_sets, progress_bar, state
+
+    with _errors():
+        from unlearn_audit.bench import BenchmarkConfig, parse_method_sets, parse_methods, run_benchmark
+        from unlearn_audit.policy import load_policy
+
+        names = parse_methods(methods)
+        result = run_benchmark(
+            BenchmarkConfig.make(
+                quick=quick,
+                data=data,
+                arch=arch,
+                forget=forget,
+                methods=names,
+                seeds=seeds,
+                method_params=parse_method_sets(parse_sets(set_), names),
+                epochs=epochs,
+                robustness=robustness,
+                robust_samples=robust_samples,
+                robust_eps=robust_eps,
+                robust_steps=robust_steps,
+                policy=load_policy(policy) if policy else None,
+                split_seed=split_seed,
+                device=device,
+                resume=resume,
+            ),
+            out,
+            say=_stepper(state.quiet),
+            progress_factory=progress_bar,
+        )
+        for row in result.rows:
+            info(f"  {row.method:<24} Avg. Gap {row.avg_gap.text():>14}   verdicts: {row.verdict_text()}")
+        for kind in ("md", "csv", "json", "html"):
+            info(f"wrote {out / f'benchmark.{kind}'}")
+
+
+def robustness_study(
+    out: OutOpt,
+    data: DataOpt = None,
+    arch: ArchOpt = None,
+    forget: ForgetOpt = "random:0.1",
+    methods: Annotated[
+        str,
+        typer.Option("--methods", help="Comma-separated methods; unbundled ones are reported unavailable."),
+    ] = "sisa,amnesiac,amun",
+    seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds (0..N-1).")] = 1,
+    adversarial: Annotated[
+        str, typer.Option("--adversarial", help="at_model training: pgd (Madry) or fgsm (Wong, faster).")
+    ] = "pgd",
+    attack_eps: Annotated[
+        float | None,
+        typer.Option(
+            "--attack-eps",
+            help="L-inf radius of the PGD attack and of adversarial training "
+            "(0.3 MNIST-like, 8/255 other; 0.1 with --quick).",
+        ),
+    ] = None,
+    attack_steps: Annotated[
+        int | None, typer.Option("--attack-steps", help="PGD steps of the attack (40 MNIST-like, 10 other).")
+    ] = None,
+    train_steps: Annotated[
+        int | None,
+        typer.Option("--train-steps", help="PGD steps in adversarial training (10; 5 with --quick)."),
+    ] = None,
+    robust_samples: Annotated[
+        int | None, typer.Option("--robust-samples", help="Test examples attacked (500; 200 with --quick).")
+    ] = None,
+    set_: SetOpt = None,
+    epochs: EpochsOpt = None,
+    quick: QuickOpt = False,
+    resume: ResumeOpt = True,
+    split_seed: SplitSeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Robustness before and after unlearning: ACC, R-ACC and Gap for RQ1-RQ4.
+
+    Example: unlearn-audit robustness-study --data mnist-5k --methods sisa,amnesiac,amun --out study/
+
+    Trains a standard (st_model) and an adversarially trained model (at_model) on the full
+    training set, unlearns the forget set from each with each method, and measures PGD robust
+    accuracy before (RQ1 st, RQ2 at) and after (RQ3 st, RQ4 at) the deletion. Writes
+    robustness-study.md, .csv, .json and .html to --out. Methods that are not bundled or whose
+    training state cannot be produced are listed as unavailable, with the reason.
+    """
+    from unlearn_audit.cli import _errors, info, parse_sets, progress_bar, state
+
+    with _errors():
+        from unlearn_audit.bench import parse_method_sets, parse_methods
+        from unlearn_audit.study import StudyConfig, run_study
+
+        names = parse_methods(methods)
+        result = run_study(
+            StudyConfig.make(
+                quick=quick,
+                data=data,
+                arch=arch,
+                forget=forget,
+                methods=names,
+                seeds=seeds,
+                adversarial=adversarial,
+                attack_eps=attack_eps,
+                attack_steps=attack_steps,
+                train_steps=train_steps,
+                robust_samples=robust_samples,
+                method_params=parse_method_sets(parse_sets(set_), names),
+                epochs=epochs,
+                split_seed=split_seed,
+                device=device,
+                resume=resume,
+            ),
+            out,
+            say=_stepper(state.quiet),
+            progress_factory=progress_bar,
+        )
+        for row in result.rows:
+            if row.status == "unavailable":
+                info(f"  {row.rq} {row.model} {row.stage:<6} {row.method:<14} unavailable: {row.note}")
+            else:
+                assert row.accuracy is not None and row.robust_accuracy is not None and row.gap is not None
+                info(
+                    f"  {row.rq} {row.model} {row.stage:<6} {row.method:<14} ACC {row.accuracy.text():>14}  "
+                    f"R-ACC {row.robust_accuracy.text():>14}  Gap {row.gap.text():>14}"
+                )
+        for kind in ("md", "csv", "json", "html"):
+            info(f"wrote {out / f'robustness-study.{kind}'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``benchmark`` and ``robustness-study`` to ``app`` (once; calling again is harmless)."""
+    present = {c.name for c in app.registered_commands}
+    for name, command in (("benchmark", benchmark), ("robustness-study", robustness_study)):
+        if name not in present:
+            app.command(name)(command)
