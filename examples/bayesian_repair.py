@@ -41,7 +41,9 @@ from unlearn_audit.training import TrainConfig
 def load(seed: int) -> tuple[TensorSet, TensorSet, TensorSet]:
     x, y = load_breast_cancer(return_X_y=True)
     x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
-    x_val, x_te, y_val, y_te = train_test_split(x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=seed)
+    x_val, x_te, y_val, y_te = train_test_split(
+        x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=seed
+    )
     lo, hi = x_tr.min(0), x_tr.max(0)
 
     def scale(a: np.ndarray) -> torch.Tensor:
@@ -64,12 +66,24 @@ def main() -> None:
     parser.add_argument("--corrupt", type=float, default=0.3, help="share of training labels flipped")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=800, help="posterior samples K (a multiple of 4)")
-    parser.add_argument("--temperature", type=float, default=4.0,
-                        help="candidate-set temperature of the corrupted model (widens it for large deletions)")
-    parser.add_argument("--update", choices=("resample", "reweight"), default="resample",
-                        help="how p(theta | D, F) is obtained: HMC on D and F, or re-weighting by p(F | theta)")
-    parser.add_argument("--top-k", type=int, default=None,
-                        help="take the top-k examples by r(z) as causes instead of all with r(z) > 0")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=4.0,
+        help="candidate-set temperature of the corrupted model (widens it for large deletions)",
+    )
+    parser.add_argument(
+        "--update",
+        choices=("resample", "reweight"),
+        default="resample",
+        help="how p(theta | D, F) is obtained: HMC on D and F, or re-weighting by p(F | theta)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="take the top-k examples by r(z) as causes instead of all with r(z) > 0",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(args.seed)
@@ -92,18 +106,34 @@ def main() -> None:
     with torch.no_grad():
         wrong = corrupt_model(val.x).argmax(1) != val.y
     failure = TensorSet(val.x[wrong], val.y[wrong])
-    report = identify_causes(corrupt_model, noisy.x, noisy.y, failure.x, failure.y, update=args.update,
-                             prior_std=hmc["prior_std"], warmup=hmc["warmup"], seed=args.seed + 1,
-                             top_k=args.top_k)
+    report = identify_causes(
+        corrupt_model,
+        noisy.x,
+        noisy.y,
+        failure.x,
+        failure.y,
+        update=args.update,
+        prior_std=hmc["prior_std"],
+        warmup=hmc["warmup"],
+        seed=args.seed + 1,
+        top_k=args.top_k,
+    )
     causes = np.sort(report.causes.numpy())
     found = np.intersect1d(causes, corrupted)
 
     keep = np.setdiff1d(np.arange(n), causes)
-    udata = UnlearnData(noisy.x[causes], noisy.y[causes], None, None, 2,
-                        forget_indices=torch.as_tensor(causes, dtype=torch.int64))
+    udata = UnlearnData(
+        noisy.x[causes],
+        noisy.y[causes],
+        None,
+        None,
+        2,
+        forget_indices=torch.as_tensor(causes, dtype=torch.int64),
+    )
     repaired = method.unlearn(corrupt_model, udata, state=state, seed=args.seed)
-    retrained, _ = fit_bayes_logreg(noisy.x[keep], noisy.y[keep], 2, num_samples=args.samples,
-                                    seed=args.seed + 2, **hmc)
+    retrained, _ = fit_bayes_logreg(
+        noisy.x[keep], noisy.y[keep], 2, num_samples=args.samples, seed=args.seed + 2, **hmc
+    )
 
     rows = [
         ("clean training labels", clean_model),
@@ -111,13 +141,22 @@ def main() -> None:
         ("repaired: MCMC unlearning of C", repaired.model),
         ("repaired: retrained without C", retrained),
     ]
-    print(f"breast cancer: {n} train / {len(val)} validation / {len(test)} test, {len(corrupted)} labels flipped")
+    print(
+        f"breast cancer: {n} train / {len(val)} validation / {len(test)} test, {len(corrupted)} labels "
+        "flipped"
+    )
     print(f"failure set F: {len(failure)} misclassified validation samples")
     rule = "r > 0" if args.top_k is None else f"top {args.top_k} by r"
-    print(f"causes C ({rule}): {len(causes)} samples; {len(found)} of {len(corrupted)} flipped labels found "
-          f"({100 * len(found) / max(1, len(corrupted)):.1f}%), precision {100 * len(found) / max(1, len(causes)):.1f}%")
+    print(
+        f"causes C ({rule}): {len(causes)} samples; {len(found)} of {len(corrupted)} flipped labels found "
+        f"({100 * len(found) / max(1, len(corrupted)):.1f}%), precision "
+        f"{100 * len(found) / max(1, len(causes)):.1f}%"
+    )
     is_flipped = np.isin(np.arange(n), corrupted)
-    print(f"r(z) ranks flipped above clean labels with ROC AUC {roc_auc_score(is_flipped, report.scores.numpy()):.3f}")
+    print(
+        "r(z) ranks flipped above clean labels with ROC AUC "
+        f"{roc_auc_score(is_flipped, report.scores.numpy()):.3f}"
+    )
     print(repaired.notes[0])
     print(f"{'model':34s} {'test acc':>8s} {'F1':>6s}")
     for name, model in rows:

@@ -13,7 +13,7 @@ membership tests recognise the forget set on the original model (they have power
 * The honest model passes. Its equivalence margin is 0.1 (``AUDIT_POLICY``): with 400
   forget and 1,200 test examples the bootstrap interval of an AUC is about +/-0.03 wide,
   and two independent retrainings already differ by up to ~0.03, so the default margin
-  0.05 passes a perfect unlearning only part of the time (see the lead's report).
+  0.05 passes a perfect unlearning only part of the time (3 of 6 data seeds here).
 * Underpowered settings (an original that never saw the forget set, untrained models, a
   forget set of five examples) are inconclusive, never pass.
 * Class-wise forgetting (all of class 3) and mislabeled forget data.
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from torch import nn
 
@@ -39,6 +40,7 @@ from unlearn_audit.audit import (
     SCHEMA_VERSION,
     AuditResult,
     Check,
+    calibration_residuals,
     decide_verdict,
     evaluate,
     judge_excess,
@@ -83,8 +85,11 @@ def gaussian_blobs(seed: int = 0, sizes: tuple[int, int, int] = (400, 600, 1200)
 def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, path: Path) -> LoadedModel:
     """Train the memorising MLP, save a native checkpoint and load it back as the CLI would."""
     model = build_model("mlp", num_classes=K, input_shape=SHAPE, seed=seed)
-    train_model(model, TensorSet(torch.from_numpy(x), torch.from_numpy(y)),
-                TrainConfig(epochs=60, batch_size=64, lr=1e-3, seed=seed))
+    train_model(
+        model,
+        TensorSet(torch.from_numpy(x), torch.from_numpy(y)),
+        TrainConfig(epochs=60, batch_size=64, lr=1e-3, seed=seed),
+    )
     save_checkpoint(model, path, arch="mlp", num_classes=K, input_shape=SHAPE)
     return load_model(path)
 
@@ -125,8 +130,15 @@ def setting(tmp_path_factory) -> Setting:
     return Setting(folder, forget, retain, test, roles, original, retrained, honest)
 
 
-def audit(setting: Setting, unlearned: LoadedModel, *, roles: Roles | None = None, original=None,
-          retrained="default", policy: Policy = AUDIT_POLICY) -> AuditResult:
+def audit(
+    setting: Setting,
+    unlearned: LoadedModel,
+    *,
+    roles: Roles | None = None,
+    original=None,
+    retrained="default",
+    policy: Policy = AUDIT_POLICY,
+) -> AuditResult:
     return evaluate(
         original or setting.original,
         unlearned,
@@ -215,13 +227,18 @@ def test_an_honestly_retrained_model_passes(honest: AuditResult) -> None:
     assert checks["membership_power"].value >= 1
     assert checks["mia_paired"].status == PASS and checks["mia_paired"].gating
     lo, hi = checks["mia_paired"].ci
-    assert -AUDIT_POLICY.mia_auc_margin <= lo <= checks["mia_paired"].value <= hi <= AUDIT_POLICY.mia_auc_margin
+    assert (
+        -AUDIT_POLICY.mia_auc_margin <= lo <= checks["mia_paired"].value <= hi <= AUDIT_POLICY.mia_auc_margin
+    )
     assert all(c.status == PASS for c in honest.checks if c.gating)
 
 
 def test_reported_accuracies_match_a_hand_computation(setting: Setting, honest: AuditResult) -> None:
-    for name, model in (("original", setting.original), ("unlearned", setting.honest),
-                        ("retrained", setting.retrained)):
+    for name, model in (
+        ("original", setting.original),
+        ("unlearned", setting.honest),
+        ("retrained", setting.retrained),
+    ):
         for role, (x, y) in (("forget", setting.forget), ("retain", setting.retain), ("test", setting.test)):
             expected = float((predictions(model, x) == y).mean())
             assert honest.models[name]["accuracy"][role] == pytest.approx(expected, abs=1e-6), (name, role)
@@ -238,8 +255,11 @@ def test_the_result_records_the_policy_provenance_and_data(setting: Setting, hon
         if c.name.startswith("mia_"):
             assert c.threshold == AUDIT_POLICY.mia_auc_margin
     models = honest.provenance["models"]
-    for name, loaded in (("original", setting.original), ("unlearned", setting.honest),
-                         ("retrained", setting.retrained)):
+    for name, loaded in (
+        ("original", setting.original),
+        ("unlearned", setting.honest),
+        ("retrained", setting.retrained),
+    ):
         assert models[name]["sha256"] == hashlib.sha256(Path(loaded.path).read_bytes()).hexdigest()
     assert honest.provenance["seed"] == 0
     assert honest.schema_version == SCHEMA_VERSION == 1
@@ -316,23 +336,42 @@ def _tiny_roles(setting: Setting, name: str) -> Roles:
     return roles_from_arrays(setting.folder / name, (fx[pick], fy[pick]), setting.retain, setting.test)
 
 
-@pytest.fixture(scope="module")
-def tiny(setting: Setting) -> dict[str, AuditResult]:
-    roles = _tiny_roles(setting, "tiny")
-    return {
-        "with-retrained": audit(setting, setting.honest, roles=roles),
-        "without-retrained": audit(setting, setting.honest, roles=roles, retrained=None),
-    }
+def test_a_tiny_forget_set_is_inconclusive(setting: Setting) -> None:
+    """An honest model on five forget examples: never a pass, and no false failure either.
 
-
-@pytest.mark.parametrize("variant", ["with-retrained", "without-retrained"])
-def test_a_tiny_forget_set_never_passes(tiny, variant: str) -> None:
-    assert tiny[variant].verdict != PASS
-
-
-def test_a_tiny_forget_set_is_inconclusive_not_a_failure(tiny) -> None:
-    result = tiny["without-retrained"]
+    All five are classified correctly, so a bootstrap interval of the forget accuracy would
+    collapse to [1, 1] and "fail" the honest model (the bug score intervals fixed).
+    """
+    result = audit(setting, setting.honest, roles=_tiny_roles(setting, "tiny"), retrained=None)
+    assert result.verdict == INCONCLUSIVE, [(c.name, c.status, c.detail) for c in result.checks]
     assert [c.name for c in result.checks if c.status == FAIL] == []
+    forget_accuracy = checks_of(result)["forget_accuracy"]
+    assert forget_accuracy.value == 1.0 and forget_accuracy.ci[1] > forget_accuracy.ci[0]
+
+
+def _logit_confidence(model: LoadedModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        z = model.module(torch.from_numpy(x)).double()
+    label = torch.from_numpy(y)[:, None]
+    others = z.scatter(1, label, float("-inf"))
+    return (z.gather(1, label).squeeze(1) - torch.logsumexp(others, dim=1)).numpy()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: membership tests run on any number of forget examples; with three, the bootstrap "
+    "interval of the population AUC collapses (here to [+0.49, +0.50]) and an honest retrained model "
+    "FAILS mia_population. Fix: skip membership tests below MIN_MEMBERS = 20 forget examples",
+)
+def test_three_easy_forget_examples_are_inconclusive_not_a_failure(setting: Setting) -> None:
+    """A deletion request for three examples that any model finds easy (the honest one included)."""
+    fx, fy = setting.forget
+    easiest = np.argsort(-_logit_confidence(setting.honest, fx, fy))[:3]
+    roles = roles_from_arrays(
+        setting.folder / "easy3", (fx[easiest], fy[easiest]), setting.retain, setting.test
+    )
+    result = audit(setting, setting.honest, roles=roles, retrained=None)
+    assert [(c.name, c.detail) for c in result.checks if c.status == FAIL] == []
     assert result.verdict == INCONCLUSIVE
 
 
@@ -343,8 +382,9 @@ def test_a_tiny_forget_set_is_inconclusive_not_a_failure(tiny) -> None:
 def class_wise(setting: Setting) -> dict:
     x, y = _cat(setting.forget, setting.retain)  # the original's training set
     in_class = y == FORGET_CLASS
-    roles = roles_from_arrays(setting.folder / "class3", (x[in_class], y[in_class]),
-                              (x[~in_class], y[~in_class]), setting.test)
+    roles = roles_from_arrays(
+        setting.folder / "class3", (x[in_class], y[in_class]), (x[~in_class], y[~in_class]), setting.test
+    )
     without = train_mlp(x[~in_class], y[~in_class], seed=1, path=setting.folder / "without3.pt")
     return {
         "roles": roles,
@@ -366,14 +406,18 @@ def test_class_wise_forgetting_is_recognised(class_wise) -> None:
 
 def _forget_class_rate(model: LoadedModel, setting: Setting, roles: Roles) -> float:
     tx, ty = setting.test
-    preds = np.concatenate([predictions(model, roles.forget.x.numpy()), predictions(model, tx[ty == FORGET_CLASS])])
+    preds = np.concatenate(
+        [predictions(model, roles.forget.x.numpy()), predictions(model, tx[ty == FORGET_CLASS])]
+    )
     return float((preds == FORGET_CLASS).mean())
 
 
 def test_a_model_that_still_predicts_the_class_fails(class_wise, setting: Setting) -> None:
     check = checks_of(class_wise["still"])["forget_class_predictions"]
     assert check.status == FAIL
-    assert check.value == pytest.approx(_forget_class_rate(setting.original, setting, class_wise["roles"]), abs=1e-6)
+    assert check.value == pytest.approx(
+        _forget_class_rate(setting.original, setting, class_wise["roles"]), abs=1e-6
+    )
     assert check.value > 0.5
     assert class_wise["still"].verdict == FAIL
 
@@ -382,8 +426,9 @@ def test_a_model_retrained_without_the_class_passes_the_class_check(class_wise, 
     result = class_wise["forgot"]
     check = checks_of(result)["forget_class_predictions"]
     assert check.status == PASS
-    assert check.value == pytest.approx(_forget_class_rate(class_wise["without"], setting, class_wise["roles"]),
-                                        abs=1e-6)
+    assert check.value == pytest.approx(
+        _forget_class_rate(class_wise["without"], setting, class_wise["roles"]), abs=1e-6
+    )
     assert check.value <= AUDIT_POLICY.max_forget_class_rate
     # the test-accuracy check is scoped to the classes that were kept, by hand:
     tx, ty = setting.test
@@ -404,12 +449,21 @@ def mislabeled(setting: Setting) -> dict[str, AuditResult]:
     fx, fy = setting.forget
     flipped = (fx, (fy + 1) % K)
     roles = roles_from_arrays(setting.folder / "mislabeled", flipped, setting.retain, setting.test)
-    original = train_mlp(*_cat(flipped, setting.retain), seed=0, path=setting.folder / "original-mislabeled.pt")
+    original = train_mlp(
+        *_cat(flipped, setting.retain), seed=0, path=setting.folder / "original-mislabeled.pt"
+    )
     return {
-        "without-retrained": audit(setting, setting.honest, roles=roles, original=original, retrained=None,
-                                   policy=FAST_DEFAULT_POLICY),
-        "with-retrained": audit(setting, setting.honest, roles=roles, original=original,
-                                policy=FAST_DEFAULT_POLICY),
+        "without-retrained": audit(
+            setting,
+            setting.honest,
+            roles=roles,
+            original=original,
+            retrained=None,
+            policy=FAST_DEFAULT_POLICY,
+        ),
+        "with-retrained": audit(
+            setting, setting.honest, roles=roles, original=original, policy=FAST_DEFAULT_POLICY
+        ),
     }
 
 
@@ -428,7 +482,9 @@ def test_mislabeled_forget_data_does_not_fail_an_honest_model_against_its_refere
 
 
 def test_a_model_with_too_few_outputs_is_a_model_error(setting: Setting) -> None:
-    small = LoadedModel(build_model("mlp", num_classes=4, input_shape=SHAPE, seed=0), "four.pt", "0" * 64, "native")
+    small = LoadedModel(
+        build_model("mlp", num_classes=4, input_shape=SHAPE, seed=0), "four.pt", "0" * 64, "native"
+    )
     with pytest.raises(ModelError, match="4 outputs"):
         evaluate(setting.original, small, setting.roles, robustness=None)
 
@@ -489,7 +545,31 @@ NO_GAIN = (0.0, (-0.02, 0.02))
 )
 def test_judge_excess(ci, two_sided: bool, power: bool, gain, expected: str) -> None:
     status, reason = judge_excess(
-        0.0, ci, margin=0.05, two_sided=two_sided, power=power, power_detail="x", gain=gain[0], gain_ci=gain[1]
+        0.0,
+        ci,
+        margin=0.05,
+        two_sided=two_sided,
+        power=power,
+        power_detail="x",
+        gain=gain[0],
+        gain_ci=gain[1],
     )
     assert status == expected, reason
     assert reason
+
+
+def test_calibration_residuals_remove_a_linear_calibration_fitted_on_test_only() -> None:
+    rng = np.random.default_rng(0)
+    ref_t, ref_f = rng.normal(size=300), rng.normal(size=50)
+    noise = 0.1 * rng.normal(size=300)
+    score_t = 0.3 + 1.7 * ref_t + noise  # a calibration (temperature-like) difference between two models
+    score_f = 0.3 + 1.7 * ref_f + 2.0  # the same, plus memorisation of the forget set
+    f_res, t_res = calibration_residuals(score_f, ref_f, score_t, ref_t)
+    fit = scipy.stats.linregress(ref_t, score_t)  # the line is fitted on the test examples only
+    assert t_res == pytest.approx(score_t - (fit.intercept + fit.slope * ref_t), abs=1e-10)
+    assert f_res == pytest.approx(score_f - (fit.intercept + fit.slope * ref_f), abs=1e-10)
+    assert np.mean(f_res) == pytest.approx(2.0, abs=0.05)  # memorisation survives the adjustment
+    flat_f, flat_t = calibration_residuals(score_f, np.zeros(50), score_t, np.zeros(300))
+    assert flat_t == pytest.approx(score_t - score_t.mean()) and flat_f == pytest.approx(
+        score_f - score_t.mean()
+    )

@@ -55,8 +55,19 @@ def _commands():
 
 def _bench_args(out: Path) -> list[str]:
     return [
-        "benchmark", "--quick", "--methods", ",".join(METHODS), "--seeds", str(SEEDS), "--robustness",
-        "--set", "finetune.lr=0.02", "--device", "cpu", "--out", str(out),
+        "benchmark",
+        "--quick",
+        "--methods",
+        ",".join(METHODS),
+        "--seeds",
+        str(SEEDS),
+        "--robustness",
+        "--set",
+        "finetune.lr=0.02",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
     ]
 
 
@@ -104,7 +115,9 @@ def test_summarize_matches_numpy_and_skips_missing():
 
 
 def test_parse_method_sets():
-    assert parse_method_sets({"amun.epochs": "5", "amun.lr": "0.1", "salun.ratio": "0.5"}, ["amun", "salun"]) == {
+    assert parse_method_sets(
+        {"amun.epochs": "5", "amun.lr": "0.1", "salun.ratio": "0.5"}, ["amun", "salun"]
+    ) == {
         "amun": {"epochs": "5", "lr": "0.1"},
         "salun": {"ratio": "0.5"},
     }
@@ -116,7 +129,11 @@ def test_parse_method_sets():
 
 def test_html_page_escapes_cells():
     table = Table(
-        "T <b>", ("Method", "Value"), (("<script>alert(1)</script>", "1.00 ± 0.10"),), (False, True), ("a & b",)
+        "T <b>",
+        ("Method", "Value"),
+        (("<script>alert(1)</script>", "1.00 ± 0.10"),),
+        (False, True),
+        ("a & b",),
     )
     page = render_table_html(table, {"device": "cpu"})
     assert "<script>alert(1)</script>" not in page
@@ -147,7 +164,8 @@ def test_gap_is_the_mean_absolute_difference_of_the_audited_numbers(bench):
             audit = json.loads(Path(run["audit"]).read_text(encoding="utf-8"))
             unl, ret = audit["models"]["unlearned"], audit["models"]["retrained"]
             diffs = [
-                abs(100 * unl["accuracy"][role] - 100 * ret["accuracy"][role]) for role in ("forget", "retain", "test")
+                abs(100 * unl["accuracy"][role] - 100 * ret["accuracy"][role])
+                for role in ("forget", "retain", "test")
             ]
             diffs.append(
                 abs(100 * unl["mia"]["population_gated"]["auc"] - 100 * ret["mia"]["population_gated"]["auc"])
@@ -207,7 +225,9 @@ def test_robustness_column_is_the_audits_measurement(bench):
     _, data, _ = bench
     for run in _runs(data, "finetune"):
         audit = json.loads(Path(run["audit"]).read_text(encoding="utf-8"))
-        assert run["robust_acc"] == pytest.approx(100 * audit["models"]["unlearned"]["robustness"]["robust_accuracy"])
+        assert run["robust_acc"] == pytest.approx(
+            100 * audit["models"]["unlearned"]["robustness"]["robust_accuracy"]
+        )
 
 
 def test_all_four_outputs_exist_and_parse(bench):
@@ -228,7 +248,9 @@ def test_all_four_outputs_exist_and_parse(bench):
         assert f"| {method} |" in md
 
     page = (out / "benchmark.html").read_text(encoding="utf-8")
-    assert page.startswith("<!DOCTYPE html>") and "<style>" in page and "http" not in page.split("<footer>")[0]
+    assert (
+        page.startswith("<!DOCTYPE html>") and "<style>" in page and "http" not in page.split("<footer>")[0]
+    )
     for method in (GOLD, *METHODS):
         assert f"<td>{html.escape(method)}</td>" in page
     assert "original&#39;s recipe" in page and "original's recipe" not in page  # autoescaped note
@@ -271,3 +293,11 @@ def test_unknown_method_is_one_line_exit_2(run_cli, tmp_path):
 def test_bad_set_is_one_line_exit_2(run_cli, tmp_path, sets, fragment):
     code, _, err = run_cli(["benchmark", "--quick", "--methods", "finetune", *sets, "--out", tmp_path / "b"])
     assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_out_path_that_is_a_file_is_one_line_exit_2(run_cli, tmp_path):
+    target = tmp_path / "taken.txt"
+    target.write_text("x")
+    code, _, err = run_cli(["benchmark", "--quick", "--methods", "finetune", "--out", target])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "is a file" in err, err
+    assert target.read_text() == "x"

@@ -55,7 +55,8 @@ def digits() -> TensorSet:
     x, y = load_digits(return_X_y=True)
     perm = np.random.default_rng(0).permutation(len(y))
     return TensorSet(
-        torch.tensor(x[perm] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(y[perm], dtype=torch.int64)
+        torch.tensor(x[perm] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8),
+        torch.tensor(y[perm], dtype=torch.int64),
     )
 
 
@@ -96,7 +97,9 @@ def tensors_equal(a: object, b: object) -> bool:
 # =========================================================================== SISA
 
 
-def hand_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, bs: int, lr: float, seed: int):
+def hand_train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, bs: int, lr: float, seed: int
+):
     """train_model's recipe written out: Adam, a seeded permutation per epoch, global RNG seeded."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -119,7 +122,9 @@ def sisa_run(digits):
     train = TensorSet(digits.x[:240], digits.y[:240])
     cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3)
     method = get_method("sisa", shards=3, slices=3)
-    ens, extra = method.train_with_state(mlp(0), train, cfg, arch="mlp", arch_kwargs={"hidden": 12, "depth": 1})
+    ens, extra = method.train_with_state(
+        mlp(0), train, cfg, arch="mlp", arch_kwargs={"hidden": 12, "depth": 1}
+    )
     return method, train, cfg, ens, extra["method_state"]
 
 
@@ -145,7 +150,9 @@ def test_sisa_unlearning_equals_retraining_the_affected_shards(sisa_run):
                     m.reset_parameters()
         for r in range(3):
             idx = np.flatnonzero((shard_of == s) & (slice_of <= r) & ~np.isin(np.arange(240), forget))
-            hand_train(ref, train.x[idx], train.y[idx], epochs=e, bs=32, lr=1e-2, seed=sisa_seed(cfg.seed, s, r + 1))
+            hand_train(
+                ref, train.x[idx], train.y[idx], epochs=e, bs=32, lr=1e-2, seed=sisa_seed(cfg.seed, s, r + 1)
+            )
         assert tensors_equal(state_of(out.model.members[s]), state_of(ref)), f"shard {s}"
         assert not tensors_equal(state_of(out.model.members[s]), state_of(ens.members[s]))
 
@@ -174,8 +181,13 @@ def test_sisa_locates_forget_samples_by_content_and_refuses_bad_requests(sisa_ru
     assert int(again.state["removed"].sum()) == 3
     with pytest.raises(DataError, match="differ from the training samples at their indices"):
         bad = split(train, [5])
-        method.unlearn(ens, UnlearnData(bad.forget_x, bad.forget_y, bad.retain_x, bad.retain_y, 10,
-                                        forget_indices=torch.tensor([6])), state=state)
+        method.unlearn(
+            ens,
+            UnlearnData(
+                bad.forget_x, bad.forget_y, bad.retain_x, bad.retain_y, 10, forget_indices=torch.tensor([6])
+            ),
+            state=state,
+        )
     stranger = UnlearnData(torch.full((1, 1, 8, 8), 0.5), torch.tensor([3]), train.x, train.y, 10)
     with pytest.raises(DataError, match="not in the training set recorded"):
         method.unlearn(ens, stranger, state=state)
@@ -184,8 +196,14 @@ def test_sisa_locates_forget_samples_by_content_and_refuses_bad_requests(sisa_ru
     with pytest.raises(ModelError, match="shard 0 of the model differs"):
         method.unlearn(_perturbed(ens), split(train, [5]), state=state)
     retain_missing = split(train, [5])
-    short = UnlearnData(retain_missing.forget_x, retain_missing.forget_y, retain_missing.retain_x[:10],
-                        retain_missing.retain_y[:10], 10, forget_indices=retain_missing.forget_indices)
+    short = UnlearnData(
+        retain_missing.forget_x,
+        retain_missing.forget_y,
+        retain_missing.retain_x[:10],
+        retain_missing.retain_y[:10],
+        10,
+        forget_indices=retain_missing.forget_indices,
+    )
     with pytest.raises(DataError, match="retain set lacks"):
         method.unlearn(ens, short, state=state)
 
@@ -214,27 +232,42 @@ def test_sisa_aggregation_is_a_vote_or_a_mean_of_probabilities():
         out = vote(x)
     assert out.shape == (300, 4) and out.dtype == torch.float32
     assert out.argmax(1).tolist() == expected
-    assert any(len(set(row)) < 4 and sorted(row)[-1] == sorted(row)[-2] for row in votes.tolist()), "no tie tested"
+    assert any(len(set(row)) < 4 and sorted(row)[-1] == sorted(row)[-2] for row in votes.tolist()), (
+        "no tie tested"
+    )
     np.testing.assert_allclose(out.exp().sum(1).numpy(), 1.0, atol=1e-5)
     np.testing.assert_allclose(out.exp().numpy(), (votes + 1e-3 * mean) / (5 + 1e-3), rtol=1e-4, atol=1e-7)
     xg = x[:3].clone().requires_grad_(True)
     F.cross_entropy(vote(xg), torch.tensor([0, 1, 2])).backward()
     assert float(xg.grad.abs().sum()) > 0, "gradient attacks need a direction"
 
-    np.testing.assert_allclose(SisaEnsemble(members, "mean")(x).detach().numpy(), np.log(mean), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        SisaEnsemble(members, "mean")(x).detach().numpy(), np.log(mean), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_sisa_ensemble_and_state_round_trip_through_a_native_checkpoint(sisa_run, tmp_path):
     method, train, _, ens, state = sisa_run
     path = tmp_path / "sisa.pt"
-    save_checkpoint(ens, path, arch=ens.arch_name, num_classes=10, input_shape=(1, 8, 8),
-                    arch_kwargs=ens.arch_kwargs, extra={"method_state": state})
+    save_checkpoint(
+        ens,
+        path,
+        arch=ens.arch_name,
+        num_classes=10,
+        input_shape=(1, 8, 8),
+        arch_kwargs=ens.arch_kwargs,
+        extra={"method_state": state},
+    )
     raw = torch.load(path, weights_only=True)
     assert tensors_equal(raw["extra"]["method_state"], state)
     loaded = load_model(path)
     assert loaded.arch == "sisa" and isinstance(loaded.module, SisaEnsemble)
-    assert loaded.arch_kwargs == {"base": "mlp", "shards": 3, "aggregation": "vote",
-                                  "base_kwargs": {"hidden": 12, "depth": 1}}
+    assert loaded.arch_kwargs == {
+        "base": "mlp",
+        "shards": 3,
+        "aggregation": "vote",
+        "base_kwargs": {"hidden": 12, "depth": 1},
+    }
     with torch.no_grad():
         assert torch.equal(loaded.module(train.x), ens(train.x))
     out = method.unlearn(loaded.module, split(train, [7]), state=loaded.metadata["extra"]["method_state"])
@@ -295,9 +328,15 @@ def test_amnesiac_subtracts_exactly_the_recorded_updates(digits):
     forget = [40, 199]
     out = method.unlearn(model, split(train, forget), state=state)
     hit = [t for t in recorded if batches_seen[t] & set(forget)]
-    expected = parameters_to_vector(ref.parameters()).double() - torch.stack([deltas[t] for t in hit]).double().sum(0)
-    torch.testing.assert_close(parameters_to_vector(out.model.parameters()).detach(), expected.float(), atol=0, rtol=0)
-    assert out.touched == ("forget",) and f"subtracted {len(hit)} recorded batch updates of 14" in out.notes[0]
+    expected = parameters_to_vector(ref.parameters()).double() - torch.stack(
+        [deltas[t] for t in hit]
+    ).double().sum(0)
+    torch.testing.assert_close(
+        parameters_to_vector(out.model.parameters()).detach(), expected.float(), atol=0, rtol=0
+    )
+    assert (
+        out.touched == ("forget",) and f"subtracted {len(hit)} recorded batch updates of 14" in out.notes[0]
+    )
     assert out.state["steps"].tolist() == [t for t in recorded if t not in hit]
 
     # the rest of the sensitive samples can follow, from the updated state and model
@@ -314,7 +353,9 @@ def test_amnesiac_subtracts_exactly_the_recorded_updates(digits):
             model, UnlearnData(train.x[:1], train.y[:1], None, None, 10), state=state
         )
     repaired = get_method("amnesiac", repair_epochs=1).unlearn(model, split(train, forget), state=state)
-    assert repaired.touched == ("forget", "retain") and not tensors_equal(state_of(repaired.model), state_of(out.model))
+    assert repaired.touched == ("forget", "retain") and not tensors_equal(
+        state_of(repaired.model), state_of(out.model)
+    )
     with pytest.raises(ConfigError, match="needs the sensitive samples"):
         method.train_with_state(mlp(0), train, cfg)
 
@@ -329,7 +370,9 @@ def test_amnesiac_per_sample_records_add_up_to_the_training_update(digits):
     state = extra["method_state"]
     theta_t = parameters_to_vector(model.parameters()).detach()
     # plain SGD with momentum and no weight decay: all samples' contributions = the whole update
-    torch.testing.assert_close((theta_t.double() + state["records"].double().sum(0)).float(), theta0, atol=2e-6, rtol=0)
+    torch.testing.assert_close(
+        (theta_t.double() + state["records"].double().sum(0)).float(), theta0, atol=2e-6, rtol=0
+    )
 
     # slow reference for two samples: per-sample backward passes along the replayed trajectory
     ref = mlp(0)
@@ -362,9 +405,11 @@ def test_amnesiac_per_sample_records_add_up_to_the_training_update(digits):
     # storage variants: dense float32 / float16, and top-k (float16 values + int32 positions)
     p = theta0.numel()
     half = get_method("amnesiac_per_sample", storage="float16").train_with_state(
-        mlp(0), train, cfg, sensitive=[11, 60, 70])[1]["method_state"]
+        mlp(0), train, cfg, sensitive=[11, 60, 70]
+    )[1]["method_state"]
     topk = get_method("amnesiac_per_sample", storage="topk", topk_fraction=0.1).train_with_state(
-        mlp(0), train, cfg, sensitive=[11, 60, 70])[1]["method_state"]
+        mlp(0), train, cfg, sensitive=[11, 60, 70]
+    )[1]["method_state"]
     k = math.ceil(0.1 * p)
     assert record_bytes(half) == 3 * p * 2 and record_bytes(topk) == 3 * k * (2 + 4)
     assert record_bytes(state) == 96 * p * 4
@@ -381,7 +426,9 @@ def test_amnesiac_per_sample_records_add_up_to_the_training_update(digits):
         get_method("amnesiac_per_sample").train_with_state(mlp(0), train, TrainConfig(), sensitive=[1])
     with pytest.raises(ModelError, match="without BatchNorm"):
         get_method("amnesiac_per_sample").train_with_state(
-            nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.BatchNorm1d(4), nn.Linear(4, 10)), train, cfg,
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.BatchNorm1d(4), nn.Linear(4, 10)),
+            train,
+            cfg,
             sensitive=[1],
         )
 
@@ -406,8 +453,9 @@ def test_lbfgs_compact_form_matches_the_bfgs_recursion():
     torch.testing.assert_close(lbfgs_hvp(s, y, s[-1]), y[-1])  # secant equation
 
 
-def gd_reference(w0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, schedule, keep: np.ndarray, *, lr: float,
-                 l2: float) -> torch.Tensor:
+def gd_reference(
+    w0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, schedule, keep: np.ndarray, *, lr: float, l2: float
+) -> torch.Tensor:
     """Plain GD on the retained samples of each scheduled batch (skip a batch left empty)."""
     w = w0.clone()
     for batch in schedule:
@@ -415,7 +463,7 @@ def gd_reference(w0: torch.Tensor, x: torch.Tensor, y: torch.Tensor, schedule, k
         if not idx:
             continue
         wl = w.clone().requires_grad_(True)
-        logits = x[idx].flatten(1) @ wl[: 640].view(10, 64).T + wl[640:]
+        logits = x[idx].flatten(1) @ wl[:640].view(10, 64).T + wl[640:]
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y[idx]), wl)
         w = w - lr * (grad + l2 * w)
     return w
@@ -435,7 +483,9 @@ def test_deltagrad_lands_close_to_retraining(digits, batch_size, epochs, ratio):
     keep = ~np.isin(np.arange(n), forget)
     schedule = batch_schedule(n, min(batch_size, n), epochs, 4)
     retrained = gd_reference(state["weights"][0], train.x, train.y, schedule, keep, lr=0.5, l2=1e-3)
-    original = gd_reference(state["weights"][0], train.x, train.y, schedule, np.ones(n, dtype=bool), lr=0.5, l2=1e-3)
+    original = gd_reference(
+        state["weights"][0], train.x, train.y, schedule, np.ones(n, dtype=bool), lr=0.5, l2=1e-3
+    )
     torch.testing.assert_close(state["weights"][-1], original, atol=1e-5, rtol=0)
 
     out = method.unlearn(model, split(train, forget), state=state)
@@ -460,11 +510,14 @@ def test_deltagrad_addition_and_refusals(digits):
     model, extra = method.train_with_state(model, train, cfg)
     state = extra["method_state"]
     new_x, new_y = digits.x[n : n + 15], digits.y[n : n + 15]
-    approx = deltagrad_replay(model, state, train.x, train.y, deleted=np.zeros(0, dtype=np.int64), added_x=new_x,
-                              added_y=new_y)
+    approx = deltagrad_replay(
+        model, state, train.x, train.y, deleted=np.zeros(0, dtype=np.int64), added_x=new_x, added_y=new_y
+    )
     both_x, both_y = torch.cat([train.x, new_x]), torch.cat([train.y, new_y])
     schedule = [torch.arange(n + 15)] * 80
-    ref = gd_reference(state["weights"][0], both_x, both_y, schedule, np.ones(n + 15, dtype=bool), lr=0.5, l2=1e-3)
+    ref = gd_reference(
+        state["weights"][0], both_x, both_y, schedule, np.ones(n + 15, dtype=bool), lr=0.5, l2=1e-3
+    )
     assert float((approx.weights[-1] - ref).norm()) < 0.1 * float((state["weights"][-1] - ref).norm())
     with pytest.raises(ConfigError, match="adversarial training is not supported"):
         method.train_with_state(model, train, TrainConfig(adversarial="fgsm"))
@@ -478,8 +531,13 @@ def test_deltagrad_addition_and_refusals(digits):
 def test_hmc_samples_a_correlated_gaussian():
     cov = torch.tensor([[1.0, 0.8], [0.8, 2.0]], dtype=torch.float64)
     prec, mu = torch.linalg.inv(cov), torch.tensor([1.0, -2.0], dtype=torch.float64)
-    res = hmc(lambda z: -0.5 * (((z - mu) @ prec) * (z - mu)).sum(1), torch.zeros(8, 2, dtype=torch.float64),
-              num_samples=250, warmup=200, generator=torch.Generator().manual_seed(0))
+    res = hmc(
+        lambda z: -0.5 * (((z - mu) @ prec) * (z - mu)).sum(1),
+        torch.zeros(8, 2, dtype=torch.float64),
+        num_samples=250,
+        warmup=200,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert res.samples.shape == (2000, 2) and 0.6 < res.accept_rate <= 1.0
     torch.testing.assert_close(res.samples.mean(0), mu, atol=0.15, rtol=0)
     torch.testing.assert_close(torch.cov(res.samples.T), cov, atol=0.25, rtol=0)
@@ -526,7 +584,8 @@ def test_mcmc_unlearning_reweights_towards_the_retrained_posterior(bad, temperat
     assert gap_new < 0.015 and gap_new < 0.25 * gap_old, (gap_new, gap_old)
     with pytest.raises(ConfigError, match="below min_ess=0.9"):
         get_method("mcmc_unlearn", min_ess=0.9, num_samples=1600, chains=8).unlearn(
-            model, UnlearnData(x[:bad], y[:bad], None, None, 2), state=state)
+            model, UnlearnData(x[:bad], y[:bad], None, None, 2), state=state
+        )
 
 
 def test_identify_causes_finds_the_mislabelled_points():
@@ -535,7 +594,9 @@ def test_identify_causes_finds_the_mislabelled_points():
     fail_x = torch.tensor([[0.88, 0.88], [0.9, 0.82], [0.82, 0.9], [0.95, 0.95]])
     fail_y = torch.ones(4, dtype=torch.long)
     report = identify_causes(model, x, y, fail_x, fail_y, update="reweight")
-    lw = F.log_softmax(model.log_weights.double(), 0) + per_example_loglik(model.samples, fail_x, fail_y).sum(0)
+    lw = F.log_softmax(model.log_weights.double(), 0) + per_example_loglik(model.samples, fail_x, fail_y).sum(
+        0
+    )
     w_after = torch.softmax(lw, 0)
     ll = per_example_loglik(model.samples, x, y)
     torch.testing.assert_close(report.scores, ll.mean(1) - ll @ w_after)
@@ -553,8 +614,18 @@ def test_stateful_methods_keep_the_caller_inputs_and_serialise_their_state(digit
     cases = {
         "sisa": ({"shards": 2, "slices": 2}, TrainConfig(epochs=1, batch_size=32), train, {}),
         "amnesiac": ({}, TrainConfig(epochs=1, batch_size=32), train, marked),
-        "amnesiac_per_sample": ({}, TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.05), train, marked),
-        "deltagrad": ({}, TrainConfig(epochs=30, batch_size=1000, optimizer="sgd", lr=0.5, momentum=0.0), train, {}),
+        "amnesiac_per_sample": (
+            {},
+            TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=0.05),
+            train,
+            marked,
+        ),
+        "deltagrad": (
+            {},
+            TrainConfig(epochs=30, batch_size=1000, optimizer="sgd", lr=0.5, momentum=0.0),
+            train,
+            {},
+        ),
         "mcmc_unlearn": ({"num_samples": 40, "chains": 4, "warmup": 20}, TrainConfig(), two, {}),
     }
     for name, (params, cfg, data, extra_args) in cases.items():
@@ -569,9 +640,11 @@ def test_stateful_methods_keep_the_caller_inputs_and_serialise_their_state(digit
         rng = torch.get_rng_state()
         k = data.y.max().item() + 1
         keep = torch.arange(4, len(data))
-        udata = UnlearnData(data.x[:4], data.y[:4], data.x[keep], data.y[keep], int(k), forget_indices=torch.arange(4))
+        udata = UnlearnData(
+            data.x[:4], data.y[:4], data.x[keep], data.y[keep], int(k), forget_indices=torch.arange(4)
+        )
         calls: list[tuple[int, int]] = []
-        out = method.unlearn(model, udata, state=state, progress=lambda d, t: calls.append((d, t)))
+        out = method.unlearn(model, udata, state=state, progress=lambda d, t, c=calls: c.append((d, t)))
         assert model.training and tensors_equal(state_of(model), before), name
         assert tensors_equal(state, snapshot), name
         assert torch.equal(torch.get_rng_state(), rng), name
@@ -606,8 +679,9 @@ def test_error_minimizing_noise_is_a_learnable_shortcut():
     assert noise.train_error < 0.01
     random_delta = torch.max(torch.min((torch.rand(x.shape, generator=g) * 2 - 1) * eps, 1 - x), -x)
     results = {
-        name: protected_share_study(net, x, y, tx, ty, shares=(0.0, 1.0), epochs=15,
-                                    noise=UnlearnableNoise(delta, 0, 0.0, 0.0))
+        name: protected_share_study(
+            net, x, y, tx, ty, shares=(0.0, 1.0), epochs=15, noise=UnlearnableNoise(delta, 0, 0.0, 0.0)
+        )
         for name, delta in (("em", noise.delta), ("random", random_delta))
     }
     clean, em_full = results["em"]

@@ -7,6 +7,8 @@
   float32 softmax would saturate.
 * ``difference_ci`` / ``mean_ci``: ``scipy.stats.bootstrap`` (percentile method) and the
   coverage of the interval on simulated data with a known difference.
+* Score intervals for proportions: Wilson against ``scipy.stats.binomtest``, Newcombe's
+  hybrid score interval against the published examples, the paired version by coverage.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import scipy.stats
 import torch
 from torch import nn
 
-from unlearn_audit.metrics import difference_ci, kl_divergence, mean_ci, parameter_distance
+from unlearn_audit.metrics import (
+    difference_ci,
+    kl_divergence,
+    mean_ci,
+    paired_proportion_difference_ci,
+    parameter_distance,
+    proportion_difference_ci,
+    wilson_interval,
+)
 from unlearn_audit.models import build_model
 
 # --------------------------------------------------------------------------- parameter_distance
@@ -86,9 +96,15 @@ def test_parameter_distance_of_a_model_to_itself_and_to_one_changed_weight() -> 
 @pytest.mark.parametrize(
     ("other", "why"),
     [
-        (lambda: build_model("mlp", num_classes=4, input_shape=(1, 4, 4), seed=0, hidden=16, depth=1), "shape"),
+        (
+            lambda: build_model("mlp", num_classes=4, input_shape=(1, 4, 4), seed=0, hidden=16, depth=1),
+            "shape",
+        ),
         (lambda: build_model("cnn", num_classes=4, input_shape=(1, 4, 4), seed=0, width=4), "names"),
-        (lambda: build_model("mlp", num_classes=5, input_shape=(1, 4, 4), seed=0, hidden=8, depth=1), "shape"),
+        (
+            lambda: build_model("mlp", num_classes=5, input_shape=(1, 4, 4), seed=0, hidden=8, depth=1),
+            "shape",
+        ),
     ],
     ids=["wider", "other-arch", "more-classes"],
 )
@@ -191,7 +207,11 @@ def test_mean_ci_matches_scipy_bootstrap() -> None:
     mean, ci = mean_ci(values, n_bootstrap=4000, seed=0)
     ref = _scipy_percentile((values,), np.mean, paired=False)
     assert mean == pytest.approx(values.mean())
-    assert ci is not None and ci[0] == pytest.approx(ref[0], abs=0.012) and ci[1] == pytest.approx(ref[1], abs=0.012)
+    assert (
+        ci is not None
+        and ci[0] == pytest.approx(ref[0], abs=0.012)
+        and ci[1] == pytest.approx(ref[1], abs=0.012)
+    )
 
 
 def _coverage(paired: bool, reps: int = 300) -> float:
@@ -240,3 +260,83 @@ def test_difference_ci_edge_cases() -> None:
         difference_ci(np.ones(3), np.ones(4), paired=True)
     _, unpaired = difference_ci(np.ones(3), np.zeros(5), paired=False, n_bootstrap=200)
     assert unpaired == (1.0, 1.0)
+
+
+# --------------------------------------------------------------------------- score intervals for proportions
+
+
+def _outcomes(successes: int, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    out[:successes] = True
+    return out
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 7), (3, 7), (7, 7), (81, 263), (1, 1)])
+def test_wilson_interval_matches_scipy(k: int, n: int) -> None:
+    for level in (0.9, 0.95):
+        ref = scipy.stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+        assert wilson_interval(k, n, level=level) == pytest.approx((ref.low, ref.high), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("counts", "published"),
+    [
+        ((56, 70, 48, 80), (0.0524, 0.3339)),
+        ((9, 10, 3, 10), (0.1705, 0.8090)),
+        ((5, 56, 0, 29), (-0.0381, 0.1926)),
+        ((0, 10, 0, 20), (-0.1611, 0.2775)),
+        ((0, 10, 0, 10), (-0.2775, 0.2775)),
+    ],
+)
+def test_newcombe_interval_matches_the_published_examples(counts, published) -> None:
+    """Newcombe (1998), Stat. Med. 17:873, Table II, method 10 (hybrid score)."""
+    k1, n1, k2, n2 = counts
+    diff, ci = proportion_difference_ci(_outcomes(k1, n1), _outcomes(k2, n2))
+    assert diff == pytest.approx(k1 / n1 - k2 / n2)
+    assert ci == pytest.approx(published, abs=6e-5)
+
+
+def _paired_sample(rng: np.random.Generator, n: int, cells: tuple[float, float, float]):
+    """Paired 0/1 outcomes with P(both)=cells[0], P(only a)=cells[1], P(only b)=cells[2]."""
+    both, only_a, only_b = cells
+    cell = rng.choice(4, size=n, p=[both, only_a, only_b, 1 - both - only_a - only_b])
+    return (cell == 0) | (cell == 1), (cell == 0) | (cell == 2)
+
+
+@pytest.mark.parametrize(("n", "cells"), [(80, (0.55, 0.15, 0.05)), (200, (0.6, 0.08, 0.12))])
+def test_paired_proportion_interval_covers_and_uses_the_pairing(n: int, cells) -> None:
+    rng = np.random.default_rng(0)
+    truth = cells[1] - cells[2]
+    hits, paired_width, unpaired_width = 0, 0.0, 0.0
+    for _ in range(500):
+        a, b = _paired_sample(rng, n, cells)
+        diff, (lo, hi) = paired_proportion_difference_ci(a, b)
+        assert diff == pytest.approx(a.mean() - b.mean())
+        hits += lo <= truth <= hi
+        paired_width += hi - lo
+        _, (ulo, uhi) = proportion_difference_ci(a, b)
+        unpaired_width += uhi - ulo
+    assert 0.92 <= hits / 500 <= 0.99  # Monte Carlo SE ~0.01
+    assert paired_width < 0.8 * unpaired_width  # concordant pairs carry no noise
+
+
+def test_score_intervals_keep_their_width_when_every_example_agrees() -> None:
+    """Where a bootstrap collapses to one point (all correct, nothing changed), score intervals do not."""
+    ones = np.ones(5, dtype=bool)
+    _, boot = difference_ci(ones.astype(float), ones.astype(float), paired=True, n_bootstrap=500)
+    assert boot == (0.0, 0.0)
+    _, (lo, hi) = paired_proportion_difference_ci(ones, ones)
+    assert lo < -0.2 and hi > 0.2
+    _, (lo, hi) = proportion_difference_ci(ones, _outcomes(70, 100))
+    assert lo < 0 and hi > 0.3  # the bootstrap would give about [0.21, 0.39] around the gap 0.3
+
+
+def test_paired_interval_with_an_empty_margin_is_the_independent_one() -> None:
+    """With every ``a`` correct the 2x2 table has an empty margin, phi is 0, and Newcombe's paired
+    interval reduces to the unpaired one built from the same two Wilson intervals."""
+    a, b = np.ones(30, dtype=bool), _outcomes(21, 30)
+    paired_diff, paired = paired_proportion_difference_ci(a, b)
+    diff, independent = proportion_difference_ci(a, b)
+    assert paired_diff == pytest.approx(diff) and paired == pytest.approx(independent, abs=1e-12)
+    with pytest.raises(ValueError):
+        paired_proportion_difference_ci(np.ones(3, dtype=bool), np.ones(4, dtype=bool))

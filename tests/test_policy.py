@@ -58,7 +58,9 @@ def test_defaults_are_the_documented_ones() -> None:
 
 def test_an_empty_file_and_empty_tables_keep_every_default(tmp_path: Path) -> None:
     assert load_policy(_toml(tmp_path, "")) == DEFAULT_POLICY
-    assert load_policy(_toml(tmp_path, "[privacy]\n[utility]\n[robustness]\n[statistics]\n")) == DEFAULT_POLICY
+    assert (
+        load_policy(_toml(tmp_path, "[privacy]\n[utility]\n[robustness]\n[statistics]\n")) == DEFAULT_POLICY
+    )
 
 
 @pytest.mark.parametrize(("key", "value"), [(k, 0.2 if k != "n_bootstrap" else 250) for k in DEFAULTS])
@@ -102,7 +104,14 @@ def test_a_full_policy_file(tmp_path: Path) -> None:
         ("privacy = 0.1\n", "[privacy] must be a table"),
         ("[privacy.extra]\nx = 1\n", "unknown key privacy.extra"),
     ],
-    ids=["unknown-key", "key-in-wrong-table", "unknown-section", "top-level-key", "section-not-a-table", "subtable"],
+    ids=[
+        "unknown-key",
+        "key-in-wrong-table",
+        "unknown-section",
+        "top-level-key",
+        "section-not-a-table",
+        "subtable",
+    ],
 )
 def test_unknown_sections_and_keys_are_errors(tmp_path: Path, text: str, needle: str) -> None:
     path = _toml(tmp_path, text)
@@ -131,7 +140,9 @@ def test_unknown_sections_and_keys_are_errors(tmp_path: Path, text: str, needle:
         ("[robustness]\nmax_robust_accuracy_drop = 2", "max_robust_accuracy_drop", "2"),
     ],
 )
-def test_bad_values_are_errors_that_name_the_key_and_value(tmp_path: Path, line: str, key: str, shown: str) -> None:
+def test_bad_values_are_errors_that_name_the_key_and_value(
+    tmp_path: Path, line: str, key: str, shown: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_policy(_toml(tmp_path, line + "\n"))
     message = str(info.value)
@@ -141,7 +152,11 @@ def test_bad_values_are_errors_that_name_the_key_and_value(tmp_path: Path, line:
 
 @pytest.mark.parametrize(
     "text",
-    ["[privacy\nmia_auc_margin = 0.1\n", "[privacy]\nmia_auc_margin = 0.1\nmia_auc_margin = 0.2\n", "[privacy]\nx = \n"],
+    [
+        "[privacy\nmia_auc_margin = 0.1\n",
+        "[privacy]\nmia_auc_margin = 0.1\nmia_auc_margin = 0.2\n",
+        "[privacy]\nx = \n",
+    ],
     ids=["unclosed-table", "duplicate-key", "missing-value"],
 )
 def test_invalid_toml_is_an_error(tmp_path: Path, text: str) -> None:
@@ -184,11 +199,25 @@ def tiny_audit_inputs(tmp_path: Path) -> list[str]:
     models = []
     for seed in (0, 1):
         path = tmp_path / f"model{seed}.pt"
-        save_checkpoint(build_model("logreg", num_classes=3, input_shape=(1, 4, 4), seed=seed), path,
-                        arch="logreg", num_classes=3, input_shape=(1, 4, 4))
+        save_checkpoint(
+            build_model("logreg", num_classes=3, input_shape=(1, 4, 4), seed=seed),
+            path,
+            arch="logreg",
+            num_classes=3,
+            input_shape=(1, 4, 4),
+        )
         models.append(str(path))
-    return ["evaluate", "--original", models[0], "--unlearned", models[1], *files, "--no-robustness",
-            "--device", "cpu"]
+    return [
+        "evaluate",
+        "--original",
+        models[0],
+        "--unlearned",
+        models[1],
+        *files,
+        "--no-robustness",
+        "--device",
+        "cpu",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -215,13 +244,25 @@ def test_bad_policy_through_the_cli_is_one_line_and_exit_2(
 
 
 def test_policy_values_reach_the_audit_result(run_cli, tiny_audit_inputs: list[str], tmp_path: Path) -> None:
-    text = "[privacy]\nmia_auc_margin = 0.2\n[utility]\nmax_test_accuracy_drop = 0.3\n[statistics]\nn_bootstrap = 100\n"
+    text = """
+    [privacy]
+    mia_auc_margin = 0.2
+    [utility]
+    max_test_accuracy_drop = 0.3
+    [statistics]
+    n_bootstrap = 100
+    """
     policy = _toml(tmp_path, text)
     json_out = tmp_path / "audit.json"
     code, _, err = run_cli(["-q", *tiny_audit_inputs, "--policy", policy, "--json", json_out])
     assert code in (0, 1, 3), err
     result = json.loads(json_out.read_text())
-    assert result["policy"] == {**DEFAULTS, "mia_auc_margin": 0.2, "max_test_accuracy_drop": 0.3, "n_bootstrap": 100}
+    assert result["policy"] == {
+        **DEFAULTS,
+        "mia_auc_margin": 0.2,
+        "max_test_accuracy_drop": 0.3,
+        "n_bootstrap": 100,
+    }
     thresholds = {c["name"]: c["threshold"] for c in result["checks"]}
     assert thresholds["mia_population"] == 0.2
     assert thresholds["test_accuracy_drop"] == 0.3

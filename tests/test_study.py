@@ -35,8 +35,12 @@ from unlearn_audit.training import train_model
 
 STATEFUL = "test_recorded_finetune"
 SEEDS = 2
-RQS = {"RQ1": ("st_model", "before"), "RQ2": ("at_model", "before"), "RQ3": ("st_model", "after"),
-       "RQ4": ("at_model", "after")}
+RQS = {
+    "RQ1": ("st_model", "before"),
+    "RQ2": ("at_model", "before"),
+    "RQ3": ("st_model", "after"),
+    "RQ4": ("at_model", "after"),
+}
 STATES_SEEN: list[dict] = []
 
 
@@ -77,8 +81,16 @@ def study(tmp_path_factory):
     try:
         out = tmp_path_factory.mktemp("study")
         args = [
-            "robustness-study", "--quick", "--methods", f"amun,nosuch,{STATEFUL}", "--seeds", str(SEEDS),
-            "--device", "cpu", "--out", str(out),
+            "robustness-study",
+            "--quick",
+            "--methods",
+            f"amun,nosuch,{STATEFUL}",
+            "--seeds",
+            str(SEEDS),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
         ]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
@@ -110,7 +122,9 @@ def test_row_gap_is_acc_minus_racc_and_std_matches_numpy():
         for s, (a, r) in enumerate(zip(accs, raccs, strict=True))
     ]
     row = row_from_points("RQ3", "st_model", "after", "m", pts)
-    assert row.accuracy.mean == pytest.approx(np.mean(accs)) and row.accuracy.std == pytest.approx(np.std(accs, ddof=1))
+    assert row.accuracy.mean == pytest.approx(np.mean(accs)) and row.accuracy.std == pytest.approx(
+        np.std(accs, ddof=1)
+    )
     assert row.gap.mean == row.accuracy.mean - row.robust_accuracy.mean
     assert row.gap.std == pytest.approx(np.std(np.subtract(accs, raccs), ddof=1))
 
@@ -197,7 +211,9 @@ def test_numbers_are_the_measured_ones(study):
     for p in _points(data, "amun", "at_model", "after")[:1]:
         module = load_model(p["checkpoint"]).module
         subset = test.subset(robustness_subset(len(test), 200, p["seed"]))
-        fresh = measure_robustness(module, subset, family="mnist", num_classes=10, eps=0.1, steps=10, seed=p["seed"])
+        fresh = measure_robustness(
+            module, subset, family="mnist", num_classes=10, eps=0.1, steps=10, seed=p["seed"]
+        )
         assert p["n"] == 200
         assert p["accuracy"] == pytest.approx(100 * fresh["clean_accuracy"], abs=1e-9)
         assert p["robust_accuracy"] == pytest.approx(100 * fresh["robust_accuracy"], abs=1e-9)

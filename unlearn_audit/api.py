@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import time
+
+import torch
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +83,10 @@ def train_checkpoint(
         if recorder is None:
             raise ConfigError(f"method {for_method!r} needs no training state; train without --for-method")
         with progress_factory(f"training {arch} for {for_method}") as progress:
-            model, extra = recorder(model, train_set, cfg, roles=roles, device=dev, progress=progress)
+            params = inspect.signature(recorder).parameters
+            takes_arch = "arch" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+            more = {"arch": arch} if takes_arch else {}
+            model, extra = recorder(model, train_set, cfg, roles=roles, device=dev, progress=progress, **more)
     else:
         with progress_factory(f"training {arch} on {data}") as progress:
             train_model(model, train_set, cfg, device=dev, progress=progress)
@@ -108,7 +114,9 @@ def train_checkpoint(
     sha = save_checkpoint(
         model,
         out,
-        arch=arch,
+        # a method may wrap the architecture (SISA trains an ensemble of shard models)
+        arch=getattr(model, "arch_name", None) or arch,
+        arch_kwargs=getattr(model, "arch_kwargs", None) if getattr(model, "arch_name", None) else None,
         num_classes=dataset.num_classes,
         input_shape=dataset.input_shape,
         provenance=provenance,
@@ -152,6 +160,11 @@ def train_reference_set(
     from unlearn_audit.models import load_model
     from unlearn_audit.training import TrainConfig
 
+    if original.arch in ("sisa", "bayes_logreg"):
+        raise ConfigError(
+            f"--reference-models cannot retrain a {original.arch!r} model with its own recipe; train reference "
+            "models without the forget set yourself and pass --reference-dir"
+        )
     if original.format != "native" or not original.arch:
         raise ConfigError(
             "--reference-models needs a native checkpoint of the original (architecture and recipe); "
@@ -416,7 +429,10 @@ def unlearn_checkpoint(
             "pass a native checkpoint or a state_dict with --arch"
         )
     num_classes = max(num_classes, loaded.num_classes or 0)
-    udata = UnlearnData(fx, fy, rx, ry, num_classes=num_classes)
+    forget_indices = None
+    if data is not None and roles.forget_indices is not None:
+        forget_indices = torch.as_tensor(roles.forget_indices, dtype=torch.int64)
+    udata = UnlearnData(fx, fy, rx, ry, num_classes=num_classes, forget_indices=forget_indices)
     kwargs = {}
     if getattr(chosen, "needs_state", False):
         state = loaded.metadata.get("extra", {}).get("method_state")

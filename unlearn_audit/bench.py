@@ -37,7 +37,6 @@ import csv
 import dataclasses
 import io
 import json
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,8 +51,6 @@ from unlearn_audit.data import sha256_file
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.fileio import atomic_write_text
 from unlearn_audit.policy import DEFAULT_POLICY, Policy
-
-log = logging.getLogger(__name__)
 
 GOLD = "retrain"
 DEFAULT_METHODS = (
@@ -199,6 +196,18 @@ def check_methods(methods: Sequence[str], params: Mapping[str, Mapping[str, obje
 
 
 # =========================================================================== artifacts
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create the output folder before any long work; a file in its place is a ``ConfigError``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the tables, checkpoints and audits")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {out} ({exc.strerror})") from None
+    return out
 
 
 class ArtifactStore:
@@ -616,6 +625,7 @@ def run_benchmark(
     instances = check_methods(methods, config.method_params)
     dev = resolve_device(config.device)
     dataset = load_dataset(config.data, split_seed=config.split_seed)
+    prepare_out_dir(out)
     store = ArtifactStore(out, resume=config.resume)
     start = time.perf_counter()
     runs: list[BenchmarkRun] = []

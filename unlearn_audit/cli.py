@@ -422,6 +422,11 @@ def report(
     raise typer.Exit(VERDICT_EXIT[verdict])
 
 
+from unlearn_audit.cli_bench import register as _register_bench_commands  # noqa: E402
+
+_register_bench_commands(app)
+
+
 # --------------------------------------------------------------------------- error handling
 
 

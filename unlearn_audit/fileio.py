@@ -41,11 +41,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # disk full, I/O error: an input-side problem, one line
+            raise ConfigError(f"cannot write {path} ({exc.strerror or exc})") from None
         raise
     return path
 

@@ -64,6 +64,9 @@ def build_model(
 ) -> nn.Module:
     """Instantiate a registered architecture (initialised under ``seed`` when given)."""
     if arch not in _ARCHS:
+        # Some unlearning methods register their own architectures (sisa, bayes_logreg).
+        import unlearn_audit.methods  # noqa: F401
+    if arch not in _ARCHS:
         raise ConfigError(_unknown("architecture", arch, list_archs()))
     if len(input_shape) != 3:
         raise ConfigError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")

@@ -50,7 +50,36 @@ def read_json(path: str | Path) -> dict:
         raise DataError(f"{path}: not an unlearn-audit result (needs keys {', '.join(_REQUIRED_KEYS)})")
     if data["schema_version"] != SCHEMA_VERSION:
         raise DataError(f"{path}: schema_version {data['schema_version']!r} is not supported (expected {SCHEMA_VERSION})")
+    problem = _shape_problem(data)
+    if problem:
+        raise DataError(f"{path}: not a valid unlearn-audit result ({problem})")
     return data
+
+
+def _shape_problem(data: dict) -> str | None:
+    """What is wrong with the structure of a loaded result, or None."""
+    if data["verdict"] not in STATUS_LABEL:
+        return f"verdict {data['verdict']!r} is not pass, fail or inconclusive"
+    if not isinstance(data["checks"], list):
+        return "checks must be a list"
+    for i, check in enumerate(data["checks"]):
+        if not isinstance(check, dict):
+            return f"check {i} is not a table"
+        for key in ("name", "status", "detail"):
+            if not isinstance(check.get(key), str):
+                return f"check {i} lacks a text {key!r}"
+        if check["status"] not in STATUS_LABEL:
+            return f"check {check['name']!r} has status {check['status']!r}"
+        ci = check.get("ci")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)):
+            return f"check {check['name']!r} has a malformed interval"
+    for key in ("models", "distances", "provenance"):
+        if not isinstance(data[key], dict):
+            return f"{key} must be a table"
+    for name, model in data["models"].items():
+        if not isinstance(model, dict) or not isinstance(model.get("accuracy"), dict):
+            return f"model {name!r} lacks its accuracy table"
+    return None
 
 
 # --------------------------------------------------------------------------- JUnit

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.adversarial import AttackSpec, adversarial_examples
+from attacks.adversarial import AttackSpec, adversarial_examples, pgd_perturb
 from unlearn_audit.data import TensorSet
 from unlearn_audit.training import predict
 
@@ -28,6 +28,26 @@ def pgd_spec(family: str, *, eps: float | None = None, steps: int | None = None,
     if alpha is None:
         alpha = d_alpha if (eps is None and steps is None) else 2.5 * e / s
     return AttackSpec.pgd(e, alpha, s)
+
+
+def _native_pgd(module: nn.Module, data: TensorSet, spec: AttackSpec, *, seed: int, device, batch_size: int):
+    """Our PGD with early stopping, in eval mode (the caller's mode restored), batch by batch."""
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    was_training = module.training
+    module.eval()
+    try:
+        out = []
+        for i in range(0, len(data), batch_size):
+            x = data.x[i : i + batch_size].to(dev)
+            y = data.y[i : i + batch_size].to(dev)
+            out.append(
+                pgd_perturb(module, x, y, spec.eps, alpha=spec.alpha, steps=spec.steps, norm="linf",
+                            random_start=True, generator=gen, early_stop=True).cpu()
+            )
+    finally:
+        module.train(was_training)
+    return torch.cat(out)
 
 
 def measure_robustness(
@@ -47,13 +67,18 @@ def measure_robustness(
     """Clean accuracy, PGD robust accuracy and their gap on ``data``, with per-example outcomes.
 
     An example counts as robust only if it is classified correctly both clean and under attack.
+    The ``native`` backend is our PGD with early stopping (an example is frozen at the first
+    iterate that fools the model); ``torchattacks`` and ``art`` run those libraries' PGD.
     """
     spec = pgd_spec(family, eps=eps, steps=steps, alpha=alpha)
     start = time.perf_counter()
-    x_adv = adversarial_examples(
-        module, data.x, data.y, spec, backend=backend, num_classes=num_classes, batch_size=batch_size,
-        device=device, seed=seed,
-    )
+    if backend == "native":
+        x_adv = _native_pgd(module, data, spec, seed=seed, device=device, batch_size=batch_size)
+    else:
+        x_adv = adversarial_examples(
+            module, data.x, data.y, spec, backend=backend, num_classes=num_classes, batch_size=batch_size,
+            device=device, seed=seed,
+        )
     clean = predict(module, data.x, device=device) == data.y
     adv = predict(module, x_adv, device=device) == data.y
     robust = (clean & adv).numpy()

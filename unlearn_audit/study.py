@@ -49,6 +49,8 @@ from unlearn_audit.bench import (
     Stat,
     Table,
     _silent,
+    parse_methods,
+    prepare_out_dir,
     quick_method_params,
     render_csv,
     render_markdown,
@@ -400,7 +402,6 @@ def run_study(
     Raises:
         ConfigError: a bad parameter of a bundled method, a ``--set`` for a method not run, bad data.
     """
-    from unlearn_audit.bench import parse_methods
     from unlearn_audit.methods import get_method, list_methods
     from unlearn_audit.provenance import environment
 
@@ -415,9 +416,8 @@ def run_study(
     instances = {}
     for m in methods:
         if m in bundled:
-            instances[m] = get_method(
-                m, **dict(config.method_params.get(m, {}))
-            )  # bad parameters stop the run
+            # a bad parameter of a bundled method is the user's error: it stops the run
+            instances[m] = get_method(m, **dict(config.method_params.get(m, {})))
         else:
             for kind in MODELS:
                 unavailable[(m, kind)] = (
@@ -425,6 +425,7 @@ def run_study(
                 )
 
     runner = _Runner(config, Path(out_dir), say or _silent, progress_factory)
+    prepare_out_dir(out_dir)
     start = time.perf_counter()
     points: list[RobustnessPoint] = []
     before_notes: dict[tuple[str, str], str] = {}

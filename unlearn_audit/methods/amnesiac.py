@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -49,7 +49,13 @@ from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.methods._common import Progress, fit, make_optimizer, n_batches, trainable
 from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
 from unlearn_audit.methods.registry import register_method
-from unlearn_audit.methods.sisa import STATE_VERSION, StatefulMethod, locate_forget, sample_fingerprints, state_bytes
+from unlearn_audit.methods.sisa import (
+    STATE_VERSION,
+    StatefulMethod,
+    locate_forget,
+    sample_fingerprints,
+    state_bytes,
+)
 from unlearn_audit.models import fingerprint_module
 from unlearn_audit.training import TrainConfig
 from unlearn_audit.training import make_optimizer as make_train_optimizer
@@ -75,8 +81,10 @@ def sensitive_indices(roles: object | None, sensitive: object | None, n: int) ->
         )
     arr = np.unique(np.asarray(torch.as_tensor(idx).cpu().numpy(), dtype=np.int64))
     if arr.size == 0 or int(arr.min()) < 0 or int(arr.max()) >= n:
-        raise ConfigError(f"sensitive indices must be a non-empty subset of [0, {n}), got {arr.size} in "
-                          f"[{arr.min() if arr.size else '-'}, {arr.max() if arr.size else '-'}]")
+        raise ConfigError(
+            f"sensitive indices must be a non-empty subset of [0, {n}), got {arr.size} in "
+            f"[{arr.min() if arr.size else '-'}, {arr.max() if arr.size else '-'}]"
+        )
     return arr
 
 
@@ -89,7 +97,8 @@ def _adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
 def _check_model(model: nn.Module, state: dict, name: str) -> None:
     if fingerprint_module(model) != state["model_sha256"]:
         raise ModelError(
-            f"method {name!r}: the model differs from the one the state was recorded with; pass the model saved "
+            f"method {name!r}: the model differs from the one the state was recorded with; pass the model "
+            "saved "
             "with this state"
         )
 
@@ -121,7 +130,9 @@ def _repair(
 class _AmnesiacBase(StatefulMethod):
     """Shared hyperparameters: the optional repair fine-tuning on the retain set."""
 
-    repair_epochs: int = param(0, "epochs of repair fine-tuning on the retain set after the subtraction (0 = none)")
+    repair_epochs: int = param(
+        0, "epochs of repair fine-tuning on the retain set after the subtraction (0 = none)"
+    )
     lr: float = param(1e-3, "Adam learning rate of the repair epochs")
     batch_size: int = param(64, "samples per repair step")
 
@@ -136,7 +147,8 @@ class _AmnesiacBase(StatefulMethod):
 
     def _missing_retain_message(self) -> str:
         return (
-            f"method {self.name!r} with repair_epochs={self.repair_epochs} needs the retain set; pass --data/--forget "
+            f"method {self.name!r} with repair_epochs={self.repair_epochs} needs the retain set; pass "
+            "--data/--forget "
             "or --retain-data, or --set repair_epochs=0"
         )
 
@@ -243,7 +255,10 @@ class Amnesiac(_AmnesiacBase):
             "model_sha256": fingerprint_module(model),
         }
         logger.info(
-            "amnesiac: recorded %d of %d batch updates (%.1f MB)", len(steps), total, state_bytes(state["deltas"]) / 1e6
+            "amnesiac: recorded %d of %d batch updates (%.1f MB)",
+            len(steps),
+            total,
+            state_bytes(state["deltas"]) / 1e6,
         )
         return model, {"method_state": state}
 
@@ -266,7 +281,8 @@ class Amnesiac(_AmnesiacBase):
         in_forget = np.zeros(len(state["fingerprints"]), dtype=bool)
         in_forget[forget] = True
         hit = np.array(
-            [bool(in_forget[members[offsets[b] : offsets[b + 1]]].any()) for b in range(len(offsets) - 1)], dtype=bool
+            [bool(in_forget[members[offsets[b] : offsets[b + 1]]].any()) for b in range(len(offsets) - 1)],
+            dtype=bool,
         )
         if self.repair_epochs:
             assert data.retain_x is not None
@@ -278,9 +294,11 @@ class Amnesiac(_AmnesiacBase):
         vector_to_parameters((theta - total.to(theta.device)).to(_param_dtype(model)), model.parameters())
         progress.step()
         notes = [
-            f"subtracted {int(hit.sum())} recorded batch updates of {int(state['total_steps'])} training steps "
+            f"subtracted {int(hit.sum())} recorded batch updates of {int(state['total_steps'])} training "
+            "steps "
             f"({100 * hit.sum() / max(1, int(state['total_steps'])):.2f}%); "
-            f"{len(hit) - int(hit.sum())} remain recorded ({state_bytes(deltas[torch.from_numpy(~hit)]) / 1e6:.2f} MB)",
+            f"{len(hit) - int(hit.sum())} remain recorded "
+            f"({state_bytes(deltas[torch.from_numpy(~hit)]) / 1e6:.2f} MB)",
         ]
         touched: tuple[str, ...] = ("forget",)
         if self.repair_epochs:
@@ -298,7 +316,9 @@ class Amnesiac(_AmnesiacBase):
         new_state = dict(state)
         new_state.update(
             steps=state["steps"][keep],
-            members=torch.from_numpy(np.concatenate(kept_members)) if kept_members else torch.zeros(0, dtype=torch.long),
+            members=torch.from_numpy(np.concatenate(kept_members))
+            if kept_members
+            else torch.zeros(0, dtype=torch.long),
             offsets=torch.tensor([0, *np.cumsum([len(m) for m in kept_members]).tolist()], dtype=torch.long),
             deltas=deltas[keep],
             removed=removed,
@@ -315,8 +335,10 @@ def _require_sensitive(forget: np.ndarray, sensitive: np.ndarray, name: str) -> 
     unmarked = np.setdiff1d(forget, sensitive)
     if unmarked.size:
         raise ConfigError(
-            f"method {name!r}: {unmarked.size} forget samples were not marked sensitive at training time (e.g. "
-            f"training index {int(unmarked[0])}); train with `--for-method {name} --forget SPEC` covering them"
+            f"method {name!r}: {unmarked.size} forget samples were not marked sensitive at training time "
+            "(e.g. "
+            f"training index {int(unmarked[0])}); train with `--for-method {name} --forget SPEC` covering "
+            "them"
         )
 
 
@@ -340,7 +362,9 @@ class AmnesiacPerSample(_AmnesiacBase):
     storage: Literal["float32", "float16", "topk"] = param(
         "float16", "how per-sample records are stored: float32, float16 or topk (training time)"
     )
-    topk_fraction: float = param(0.01, "share of parameters kept per sample with storage=topk (training time)")
+    topk_fraction: float = param(
+        0.01, "share of parameters kept per sample with storage=topk (training time)"
+    )
 
     def _validate(self) -> None:
         super()._validate()
@@ -369,12 +393,14 @@ class AmnesiacPerSample(_AmnesiacBase):
 
         if cfg.optimizer != "sgd":
             raise ConfigError(
-                f"amnesiac_per_sample needs SGD training (per-sample contributions of Adam steps are not additive), "
+                "amnesiac_per_sample needs SGD training (per-sample contributions of Adam steps are not "
+                "additive), "
                 f"got optimizer {cfg.optimizer!r}; pass --optimizer sgd and a matching --lr (e.g. 0.05)"
             )
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             raise ModelError(
-                "amnesiac_per_sample needs a model without BatchNorm (per-sample gradients mix samples there); "
+                "amnesiac_per_sample needs a model without BatchNorm (per-sample gradients mix samples "
+                "there); "
                 "use the batch-level method 'amnesiac'"
             )
         dev = torch.device(device)
@@ -463,7 +489,8 @@ class AmnesiacPerSample(_AmnesiacBase):
         progress.step()
         notes = [
             f"added back the recorded contributions of {len(forget)} samples "
-            f"({state['storage']} records, {record_bytes(state) / 1e6:.2f} MB for {len(sensitive)} sensitive samples)"
+            f"({state['storage']} records, {record_bytes(state) / 1e6:.2f} MB for {len(sensitive)} "
+            "sensitive samples)"
         ]
         touched: tuple[str, ...] = ("forget",)
         if self.repair_epochs:

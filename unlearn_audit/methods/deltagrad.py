@@ -46,7 +46,13 @@ from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.methods._common import Progress
 from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
 from unlearn_audit.methods.registry import register_method
-from unlearn_audit.methods.sisa import STATE_VERSION, StatefulMethod, locate_forget, rows_for, sample_fingerprints
+from unlearn_audit.methods.sisa import (
+    STATE_VERSION,
+    StatefulMethod,
+    locate_forget,
+    rows_for,
+    sample_fingerprints,
+)
 from unlearn_audit.training import TrainConfig
 
 __all__ = ["DeltaGrad", "ReplayResult", "batch_schedule", "deltagrad_replay", "lbfgs_hvp"]
@@ -116,7 +122,9 @@ class _Objective:
         total = torch.zeros_like(w)
         for start in range(0, len(y), self.chunk):
             wl = w.detach().requires_grad_(True)
-            out = functional_call(self.model, (self._params(wl), self.buffers), (x[start : start + self.chunk],))
+            out = functional_call(
+                self.model, (self._params(wl), self.buffers), (x[start : start + self.chunk],)
+            )
             loss = F.cross_entropy(out, y[start : start + self.chunk], reduction="sum")
             total += torch.autograd.grad(loss, wl)[0]
         return total
@@ -293,11 +301,16 @@ class DeltaGrad(StatefulMethod):
             ConfigError: adversarial training was requested (DeltaGrad replays plain GD).
         """
         if cfg.adversarial:
-            raise ConfigError("deltagrad replays plain gradient descent; adversarial training is not supported")
+            raise ConfigError(
+                "deltagrad replays plain gradient descent; adversarial training is not supported"
+            )
         if cfg.optimizer != "sgd" or cfg.momentum:
             logger.warning(
-                "deltagrad trains with plain GD at lr %g; the recipe's optimizer %r (momentum %g) is not used",
-                cfg.lr, cfg.optimizer, cfg.momentum,
+                "deltagrad trains with plain GD at lr %g; the recipe's optimizer %r (momentum %g) is not "
+                "used",
+                cfg.lr,
+                cfg.optimizer,
+                cfg.momentum,
             )
         dev = torch.device(device)
         model.to(dev)
@@ -354,7 +367,8 @@ class DeltaGrad(StatefulMethod):
         theta = parameters_to_vector(model.parameters()).detach().cpu()
         if theta.shape != state["weights"][-1].shape or not torch.equal(theta, state["weights"][-1]):
             raise ModelError(
-                "method 'deltagrad': the model differs from the last cached iterate; pass the model saved with "
+                "method 'deltagrad': the model differs from the last cached iterate; pass the model saved "
+                "with "
                 "this state"
             )
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -378,18 +392,30 @@ class DeltaGrad(StatefulMethod):
         model.eval()
         try:
             result = deltagrad_replay(
-                model, state, x.to(next(model.parameters()).dtype), y, deleted=deleted,
-                period=self.period, init=self.init, history=self.history, device=device, progress=progress.step,
+                model,
+                state,
+                x.to(next(model.parameters()).dtype),
+                y,
+                deleted=deleted,
+                period=self.period,
+                init=self.init,
+                history=self.history,
+                device=device,
+                progress=progress.step,
             )
         finally:
             model.train(was_training)
         vector_to_parameters(result.weights[-1].to(device), model.parameters())
         progress.finish()
         if len(deleted) != len(data.forget_y):
-            logger.info("deltagrad: %d training samples matched %d forget samples", len(deleted), len(data.forget_y))
+            logger.info(
+                "deltagrad: %d training samples matched %d forget samples", len(deleted), len(data.forget_y)
+            )
         notes = [
-            f"replayed {total} GD steps: {result.exact_steps} exact, {result.approx_steps} L-BFGS-approximated "
-            f"(T0={self.period}, j0={self.init}, m={self.history}); deleted {len(deleted)} of {len(alive)} samples",
+            f"replayed {total} GD steps: {result.exact_steps} exact, {result.approx_steps} "
+            "L-BFGS-approximated "
+            f"(T0={self.period}, j0={self.init}, m={self.history}); deleted {len(deleted)} of {len(alive)} "
+            "samples",
         ]
         removed = state["removed"].clone()
         removed[torch.from_numpy(deleted)] = True

@@ -198,7 +198,9 @@ class BayesLogReg(nn.Module):
 
     def __init__(self, num_features: int, num_classes: int, num_samples: int) -> None:
         super().__init__()
-        self.samples = nn.Parameter(torch.zeros(num_samples, num_classes, num_features + 1), requires_grad=False)
+        self.samples = nn.Parameter(
+            torch.zeros(num_samples, num_classes, num_features + 1), requires_grad=False
+        )
         self.register_buffer("log_weights", torch.full((num_samples,), -math.log(num_samples)))
         self.arch_name = "bayes_logreg"
         self.arch_kwargs = {"num_samples": num_samples}
@@ -227,9 +229,14 @@ def _bayes_logreg_arch(
 
 
 def _loglik_batched(theta: torch.Tensor, x1: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(chains,)`` summed log-likelihoods; ``theta (chains, C, D+1)``, ``x1 (N, D+1)`` with ones appended."""
+    """Summed log-likelihoods ``(chains,)``; ``theta (chains, C, D+1)``, ``x1 (N, D+1)`` ends in ones."""
     logits = torch.einsum("nd,kcd->knc", x1, theta)
-    return F.log_softmax(logits, dim=-1).gather(2, y[None, :, None].expand(theta.shape[0], -1, 1)).squeeze(2).sum(1)
+    return (
+        F.log_softmax(logits, dim=-1)
+        .gather(2, y[None, :, None].expand(theta.shape[0], -1, 1))
+        .squeeze(2)
+        .sum(1)
+    )
 
 
 def _with_ones(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -237,7 +244,9 @@ def _with_ones(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.cat([xf, torch.ones(xf.shape[0], 1, dtype=dtype, device=xf.device)], dim=1)
 
 
-def per_example_loglik(samples: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 512) -> torch.Tensor:
+def per_example_loglik(
+    samples: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 512
+) -> torch.Tensor:
     """``log p(y_i | x_i, theta_k)`` for every example and sample: ``(N, K)`` float64."""
     s = samples.double()
     out = []
@@ -307,14 +316,25 @@ def fit_bayes_logreg(
     gen = torch.Generator().manual_seed(seed)
     init = 0.1 * torch.randn(chains, num_classes * d, generator=gen, dtype=torch.float64).to(dev)
     res = hmc(
-        log_q, init, num_samples=num_samples // chains, warmup=warmup, leapfrog_steps=leapfrog_steps,
-        step_size=step_size, generator=gen, progress=progress,
+        log_q,
+        init,
+        num_samples=num_samples // chains,
+        warmup=warmup,
+        leapfrog_steps=leapfrog_steps,
+        step_size=step_size,
+        generator=gen,
+        progress=progress,
     )
     model = BayesLogReg(d - 1, num_classes, num_samples).to(dev)
     with torch.no_grad():
         model.samples.copy_(res.samples.view(num_samples, *shape).float())
-    logger.info("HMC: %d samples, acceptance %.2f, step %.3g, %.1f s", num_samples, res.accept_rate, res.step_size,
-                res.seconds)
+    logger.info(
+        "HMC: %d samples, acceptance %.2f, step %.3g, %.1f s",
+        num_samples,
+        res.accept_rate,
+        res.step_size,
+        res.seconds,
+    )
     return model, FitInfo(res.accept_rate, res.step_size, res.seconds)
 
 
@@ -397,16 +417,30 @@ class McmcUnlearn(StatefulMethod):
             ``(BayesLogReg, {"method_state": state})``.
         """
         x, y = train_set.x, train_set.y
-        with torch.no_grad():
-            probe = model.to(device).eval()(x[:1].to(device))
-        num_classes = int(probe.shape[1])
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                probe = model.to(device)(x[:1].to(device))
+        finally:
+            model.train(was_training)
+        num_classes = max(int(probe.shape[1]), int(y.max()) + 1)
         total = self.warmup + self.num_samples // self.chains
         prog = Progress(progress)
         prog.add_total(total)
         bayes, info = fit_bayes_logreg(
-            x, y, num_classes, prior_std=self.prior_std, temperature=self.temperature, chains=self.chains,
-            num_samples=self.num_samples, warmup=self.warmup, leapfrog_steps=self.leapfrog_steps,
-            seed=cfg.seed, device=device, progress=prog.step,
+            x,
+            y,
+            num_classes,
+            prior_std=self.prior_std,
+            temperature=self.temperature,
+            chains=self.chains,
+            num_samples=self.num_samples,
+            warmup=self.warmup,
+            leapfrog_steps=self.leapfrog_steps,
+            seed=cfg.seed,
+            device=device,
+            progress=prog.step,
         )
         prog.finish()
         loglik = per_example_loglik(bayes.samples.detach(), x, y).cpu()
@@ -444,7 +478,8 @@ class McmcUnlearn(StatefulMethod):
     ) -> tuple[RunResult, dict]:
         if not isinstance(model, BayesLogReg) or _samples_sha(model) != state["samples_sha256"]:
             raise ModelError(
-                "method 'mcmc_unlearn' needs the BayesLogReg saved with the state (its samples differ or it is a "
+                "method 'mcmc_unlearn' needs the BayesLogReg saved with the state (its samples differ or "
+                "it is a "
                 f"{type(model).__name__})"
             )
         progress.add_total(1)
@@ -457,7 +492,8 @@ class McmcUnlearn(StatefulMethod):
         if ess < self.min_ess * k:
             raise ConfigError(
                 f"method 'mcmc_unlearn': the effective sample size after re-weighting is {ess:.1f} of {k} "
-                f"({100 * ess / k:.1f}%), below min_ess={self.min_ess}; retrain or train with a larger temperature"
+                f"({100 * ess / k:.1f}%), below min_ess={self.min_ess}; retrain or train with a larger "
+                "temperature"
             )
         with torch.no_grad():
             model.log_weights.copy_(lw.to(model.log_weights.dtype))
@@ -465,10 +501,13 @@ class McmcUnlearn(StatefulMethod):
         progress.finish()
         notes = [
             f"re-weighted {k} posterior samples after removing {len(located.indices)} examples "
-            f"({int(removed.sum())} removed in total); effective sample size {ess:.1f} ({100 * ess / k:.1f}% of K)"
+            f"({int(removed.sum())} removed in total); effective sample size {ess:.1f} "
+            f"({100 * ess / k:.1f}% of K)"
         ]
         if ess < 0.1 * k:
-            notes.append("the effective sample size is below 10% of K: the candidates barely cover the new posterior")
+            notes.append(
+                "the effective sample size is below 10% of K: the candidates barely cover the new posterior"
+            )
         new_state = dict(state)
         new_state["removed"] = removed
         return RunResult(model=model, touched=("forget",), notes=tuple(notes)), new_state
@@ -545,7 +584,8 @@ def identify_causes(
         raise DataError("identify_causes needs at least one failure case")
     if failure_x.shape[1:] != train_x.shape[1:]:
         raise DataError(
-            f"failure_x samples have shape {tuple(failure_x.shape[1:])} but train_x samples {tuple(train_x.shape[1:])}"
+            f"failure_x samples have shape {tuple(failure_x.shape[1:])} but train_x samples "
+            f"{tuple(train_x.shape[1:])}"
         )
     samples = model.samples.detach()
     lw = F.log_softmax(model.log_weights.detach().double(), dim=0).cpu()
@@ -560,9 +600,16 @@ def identify_causes(
     elif update == "resample":
         k = samples.shape[0] - samples.shape[0] % chains or chains
         refit, _ = fit_bayes_logreg(
-            torch.cat([train_x, failure_x]), torch.cat([train_y, failure_y]), samples.shape[1],
-            prior_std=prior_std, chains=chains, num_samples=k, warmup=warmup, leapfrog_steps=leapfrog_steps,
-            seed=seed, device=device,
+            torch.cat([train_x, failure_x]),
+            torch.cat([train_y, failure_y]),
+            samples.shape[1],
+            prior_std=prior_std,
+            chains=chains,
+            num_samples=k,
+            warmup=warmup,
+            leapfrog_steps=leapfrog_steps,
+            seed=seed,
+            device=device,
         )
         after = per_example_loglik(refit.samples.detach(), train_x, train_y).cpu().mean(1)
     else:

@@ -245,7 +245,9 @@ def locate_forget(data: UnlearnData, fingerprints: torch.Tensor, removed: torch.
     if data.forget_indices is not None:
         idx = data.forget_indices.cpu().numpy().astype(np.int64)
         if int(idx.max()) >= n:
-            raise DataError(f"forget index {int(idx.max())} is out of range: the recorded training set has {n}")
+            raise DataError(
+                f"forget index {int(idx.max())} is out of range: the recorded training set has {n}"
+            )
         bad = np.flatnonzero(fingerprints.numpy()[idx] != fps.numpy())
         if bad.size:
             raise DataError(
@@ -255,7 +257,9 @@ def locate_forget(data: UnlearnData, fingerprints: torch.Tensor, removed: torch.
             )
         again = idx[done[idx]]
         if again.size:
-            raise DataError(f"{again.size} forget samples were already unlearned (e.g. training index {int(again[0])})")
+            raise DataError(
+                f"{again.size} forget samples were already unlearned (e.g. training index {int(again[0])})"
+            )
         return Located(np.sort(idx), 0)
     table: dict[int, list[int]] = {}
     for i, f in enumerate(fingerprints.tolist()):
@@ -266,7 +270,8 @@ def locate_forget(data: UnlearnData, fingerprints: torch.Tensor, removed: torch.
         live = [i for i in hits if not done[i]]
         if not hits:
             raise DataError(
-                f"forget sample {k} is not in the training set recorded in the state; pass the forget set the "
+                f"forget sample {k} is not in the training set recorded in the state; pass the forget set "
+                "the "
                 "model was trained with (or its training indices)"
             )
         if not live:
@@ -387,7 +392,7 @@ def _sisa_arch(
 
 
 def sisa_seed(seed: int, shard: int, step: int) -> int:
-    """The seed of one unit of SISA work: ``step`` 0 initialises ``shard``, ``step = r + 1`` trains slice r."""
+    """Seed of a unit of SISA work: ``step`` 0 initialises ``shard``, ``step = r + 1`` trains slice r."""
     return int(np.random.SeedSequence([int(seed), int(shard), int(step)]).generate_state(1)[0])
 
 
@@ -502,6 +507,7 @@ class Sisa(StatefulMethod):
         progress: ProgressFn | None = None,
         arch: str | None = None,
         arch_kwargs: dict | None = None,
+        **_: object,
     ) -> tuple[SisaEnsemble, dict]:
         """Train the shard models and record the SISA state.
 
@@ -514,6 +520,7 @@ class Sisa(StatefulMethod):
             progress: ``progress(done, total)`` over all batches of all shards.
             arch, arch_kwargs: the base architecture's registry name and arguments, recorded in
                 the ensemble (``arch_name="sisa"``) so the checkpoint can be rebuilt.
+            Other keyword arguments (e.g. ``sensitive``) are ignored.
 
         Returns:
             ``(ensemble, {"method_state": state})``.
@@ -521,7 +528,12 @@ class Sisa(StatefulMethod):
         dev = torch.device(device)
         n = len(train_set)
         shard_of, slice_of = assign_shards(
-            train_set.x, train_set.y, shards=self.shards, slices=self.slices, sharding=self.sharding, seed=cfg.seed
+            train_set.x,
+            train_set.y,
+            shards=self.shards,
+            slices=self.slices,
+            sharding=self.sharding,
+            seed=cfg.seed,
         )
         e = slice_epochs(cfg.epochs, self.slices)
         prog = Progress(progress)
@@ -536,10 +548,26 @@ class Sisa(StatefulMethod):
             with seeded(sisa_seed(cfg.seed, s, 0), dev):
                 skipped = reinitialize(member)
             if skipped:
-                logger.warning("SISA shard init: modules without reset_parameters kept their weights: %s", skipped)
+                logger.warning(
+                    "SISA shard init: modules without reset_parameters kept their weights: %s", skipped
+                )
             ckpts, costs = _train_slices(
-                member, train_set.x, train_set.y, None, shard_of, slice_of, removed, s, 0, self.slices,
-                cfg, e, dev, prog, [_cpu_state(member)], [],
+                member,
+                train_set.x,
+                train_set.y,
+                None,
+                shard_of,
+                slice_of,
+                removed,
+                s,
+                0,
+                self.slices,
+                cfg,
+                e,
+                dev,
+                prog,
+                [_cpu_state(member)],
+                [],
             )
             members.append(member)
             checkpoints.append(ckpts)
@@ -610,7 +638,9 @@ class Sisa(StatefulMethod):
         removed = state["removed"].numpy().astype(bool).copy()
         removed[located.indices] = True
         affected = sorted({int(s) for s in shard_of[located.indices]})
-        start_slice = {s: int(slice_of[located.indices][shard_of[located.indices] == s].min()) for s in affected}
+        start_slice = {
+            s: int(slice_of[located.indices][shard_of[located.indices] == s].min()) for s in affected
+        }
 
         # one pass over the retain set gives the rows of every sample the affected shards revisit
         needed = np.flatnonzero(np.isin(shard_of, affected) & ~removed)
@@ -631,8 +661,22 @@ class Sisa(StatefulMethod):
             member = model.members[s]
             member.load_state_dict(checkpoints[s][r0])
             ckpts, costs = _train_slices(
-                member, data.retain_x, data.retain_y, row_of, shard_of, slice_of, removed, s, r0, slices,
-                cfg, e, device, progress, list(checkpoints[s][: r0 + 1]), list(work[s][:r0]),
+                member,
+                data.retain_x,
+                data.retain_y,
+                row_of,
+                shard_of,
+                slice_of,
+                removed,
+                s,
+                r0,
+                slices,
+                cfg,
+                e,
+                device,
+                progress,
+                list(checkpoints[s][: r0 + 1]),
+                list(work[s][:r0]),
             )
             redone += sum(costs[r0:])
             checkpoints[s] = ckpts
@@ -688,7 +732,9 @@ def _train_slices(
             seed = sisa_seed(cfg.seed, shard, r + 1)
             subset = TensorSet(x[torch.as_tensor(rows)], y[torch.as_tensor(rows)])
             with seeded(seed, device):
-                train_model(member, subset, replace(cfg, epochs=epochs, seed=seed), device=device, progress=tick)
+                train_model(
+                    member, subset, replace(cfg, epochs=epochs, seed=seed), device=device, progress=tick
+                )
         checkpoints.append(_cpu_state(member))
         costs.append(int(epochs * idx.size))
     return checkpoints, costs

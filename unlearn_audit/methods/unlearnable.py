@@ -61,7 +61,13 @@ class UnlearnableNoise:
 
 
 def _minimise_delta(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, eps: float, steps: int, step_size: float
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    delta: torch.Tensor,
+    eps: float,
+    steps: int,
+    step_size: float,
 ) -> torch.Tensor:
     d = delta.clone()
     for _ in range(steps):
@@ -124,8 +130,15 @@ def error_minimizing_noise(
     if len(x) != len(y) or len(y) == 0:
         raise DataError(f"x and y must hold the same positive number of samples, got {len(x)} and {len(y)}")
     if float(x.min()) < 0 or float(x.max()) > 1:
-        raise DataError(f"x must hold pixels in [0, 1], got min {float(x.min()):.3g} and max {float(x.max()):.3g}")
-    for key, value in (("eps", eps), ("steps", steps), ("max_rounds", max_rounds), ("train_steps", train_steps)):
+        raise DataError(
+            f"x must hold pixels in [0, 1], got min {float(x.min()):.3g} and max {float(x.max()):.3g}"
+        )
+    for key, value in (
+        ("eps", eps),
+        ("steps", steps),
+        ("max_rounds", max_rounds),
+        ("train_steps", train_steps),
+    ):
         if not value > 0:
             raise ConfigError(f"{key} must be > 0, got {value!r}")
     dev = torch.device(device)
@@ -173,7 +186,9 @@ def error_minimizing_noise(
         logger.debug("unlearnable round %d: error on perturbed data %.4f", rounds, error)
         if error < stop_error:
             break
-    return UnlearnableNoise(delta=delta.cpu(), rounds=rounds, train_error=error, seconds=time.perf_counter() - start)
+    return UnlearnableNoise(
+        delta=delta.cpu(), rounds=rounds, train_error=error, seconds=time.perf_counter() - start
+    )
 
 
 @dataclass(frozen=True)
@@ -200,8 +215,9 @@ class ShareResult:
     protected_acc_clean_only: float
 
 
-def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-         seed: int) -> nn.Module:
+def _fit(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float, seed: int
+) -> nn.Module:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
@@ -268,7 +284,15 @@ def protected_share_study(
         k = int(round(share * len(y)))
         prot, clean = perm[:k], perm[k:]
         clean_only = (
-            _fit(make_model(seed).to(dev), xd[clean], yd[clean], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+            _fit(
+                make_model(seed).to(dev),
+                xd[clean],
+                yd[clean],
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+            )
             if len(clean)
             else None
         )
@@ -288,7 +312,9 @@ def protected_share_study(
                 test_acc_clean_only=_acc(clean_only, tx, ty) if clean_only is not None else math.nan,
                 test_acc_with_protected=_acc(mixed, tx, ty),
                 protected_acc_with_protected=_acc(mixed, xd[prot], yd[prot]),
-                protected_acc_clean_only=_acc(clean_only, xd[prot], yd[prot]) if clean_only is not None else math.nan,
+                protected_acc_clean_only=_acc(clean_only, xd[prot], yd[prot])
+                if clean_only is not None
+                else math.nan,
             )
         )
     return tuple(out)
