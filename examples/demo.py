@@ -70,7 +70,9 @@ def main() -> None:
 # AMUN on a small CPU model: the paper's schedule (lr 0.01 dropping 10x every epoch) was tuned
 # for ~400 steps per epoch on CIFAR-10 and barely moves a model that sees ~30 steps per epoch;
 # see README, "AMUN on small models".
-AMUN_SETTINGS = ["--set", "epochs=5", "--set", "lr=0.01", "--set", "lr_gamma=0.5", "--set", "batch_size=64"]
+AMUN_SETTINGS = [
+    "--set", "epochs=5", "--set", "lr=0.01", "--set", "lr_gamma=0.5", "--set", "batch_size=64", "--set", "attack_steps=10",
+]
 
 
 if __name__ == "__main__":

@@ -357,12 +357,6 @@ def _logit_confidence(model: LoadedModel, x: np.ndarray, y: np.ndarray) -> np.nd
     return (z.gather(1, label).squeeze(1) - torch.logsumexp(others, dim=1)).numpy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: membership tests run on any number of forget examples; with three, the bootstrap "
-    "interval of the population AUC collapses (here to [+0.49, +0.50]) and an honest retrained model "
-    "FAILS mia_population. Fix: skip membership tests below MIN_MEMBERS = 20 forget examples",
-)
 def test_three_easy_forget_examples_are_inconclusive_not_a_failure(setting: Setting) -> None:
     """A deletion request for three examples that any model finds easy (the honest one included)."""
     fx, fy = setting.forget
@@ -469,7 +463,11 @@ def mislabeled(setting: Setting) -> dict[str, AuditResult]:
 
 def test_mislabeled_forget_data_does_not_fail_an_honest_model_without_reference(mislabeled) -> None:
     result = mislabeled["without-retrained"]
-    assert checks_of(result)["membership_power"].status == PASS  # the mislabeled set is very recognisable
+    # Role files do not say the forget set is a random sample, and no model that never saw it was
+    # given: the comparison with unseen data is advisory, so nothing can fail or pass on it.
+    population = checks_of(result)["mia_population"]
+    assert not population.gating and "advisory" in population.detail
+    assert checks_of(result)["membership_power"].status == INCONCLUSIVE
     assert [c.name for c in result.checks if c.status == FAIL] == []
 
 

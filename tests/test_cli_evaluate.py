@@ -256,11 +256,6 @@ def test_json_provenance_names_every_model_and_data_file(runs, setting: Setting)
     assert date.tzinfo is not None and abs(dt.datetime.now(dt.UTC) - date) < dt.timedelta(hours=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: provenance.command is built from sys.argv, not from the argv given to cli.main(argv), "
-    "so in-process runs (tests, the API, notebooks) record the host program's command line",
-)
 def test_json_provenance_records_the_command(runs, setting: Setting) -> None:
     command = json.loads(runs["pass"][1]["json"].read_text())["provenance"]["command"]
     assert command.startswith("unlearn-audit evaluate")
@@ -316,8 +311,7 @@ FOREIGN_JSON = {
         "not an unlearn-audit result",
     ),
     "newer-schema": (_foreign(lambda d: d.update(schema_version=2)), "schema_version 2"),
-}
-FOREIGN_JSON_BUGS = {
+    # right top-level keys, wrong structure inside: caught before anything is rendered or written
     "unknown-verdict": (_foreign(lambda d: d.update(verdict="maybe")), "verdict"),
     "checks-not-a-list": (_foreign(lambda d: d.update(checks="all good")), "checks"),
     "check-without-status": (_foreign(lambda d: d["checks"][0].pop("status")), "status"),
@@ -325,24 +319,7 @@ FOREIGN_JSON_BUGS = {
 }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        *FOREIGN_JSON,
-        *(
-            pytest.param(
-                name,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG: report.read_json checks only the top-level keys; a result with a malformed "
-                    "verdict, checks or models crashes the renderers with a traceback (and --junit may be "
-                    "written before the error)",
-                ),
-            )
-            for name in FOREIGN_JSON_BUGS
-        ),
-    ],
-)
+@pytest.mark.parametrize("case", list(FOREIGN_JSON))
 def test_report_rejects_corrupt_or_foreign_json(
     runs, run_cli, tmp_path: Path, case: str, monkeypatch
 ) -> None:
@@ -351,7 +328,7 @@ def test_report_rejects_corrupt_or_foreign_json(
     monkeypatch.setattr(report, "_roc_figures", lambda plots: [])  # plots are slow and not what is tested
     monkeypatch.setattr(report, "_histogram_figure", lambda plots: None)
     monkeypatch.setattr(report, "_layer_figure", lambda plots: None)
-    make, needle = {**FOREIGN_JSON, **FOREIGN_JSON_BUGS}[case]
+    make, needle = FOREIGN_JSON[case]
     path = tmp_path / "foreign.json"
     path.write_bytes(make(runs).encode("utf-8", "surrogateescape"))
     html, junit = tmp_path / "out.html", tmp_path / "out.xml"

@@ -557,11 +557,6 @@ def test_read_json_rejects_another_schema_version(tmp_path: Path, result: dict) 
         report.read_json(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an OSError while writing an output (disk full, I/O error) escapes the CLI as a traceback; "
-    "fileio.atomic_write_bytes should re-raise it as a ConfigError after removing its temp file",
-)
 def test_a_failing_write_through_the_cli_is_one_error_line(
     audit_files, run_cli, tmp_path: Path, monkeypatch
 ) -> None:

@@ -280,6 +280,7 @@ def evaluate_audit(
     cache_dir: str | Path | None = None,
     progress_factory: ProgressFactory = _no_progress,
     say: Callable[[str], None] | None = None,
+    command: str | None = None,
 ) -> EvaluateOutputs:
     """Load everything, run :func:`unlearn_audit.audit.evaluate`, write the requested outputs."""
     from unlearn_audit.audit import evaluate, load_reference_dir
@@ -325,7 +326,10 @@ def evaluate_audit(
     result = evaluate(
         orig, unl, roles, retrained=ret, policy=policy, seed=seed, device=dev, reference_models=refs,
         reference_note=ref_note, robustness=robust_fn, progress=say,
-        extra_provenance={"policy_file": str(policy_path) if policy_path else None},
+        extra_provenance={
+            "policy_file": str(policy_path) if policy_path else None,
+            **({"command": command} if command else {}),
+        },
     ).to_dict()
     written: dict[str, str] = {}
     if json_out:

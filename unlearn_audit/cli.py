@@ -38,6 +38,7 @@ app = typer.Typer(
 
 class _State:
     quiet = False
+    command: str | None = None
 
 
 state = _State()
@@ -374,6 +375,7 @@ def evaluate(
             cache_dir=cache_dir,
             progress_factory=progress_bar,
             say=None if state.quiet else (lambda m: typer.echo(f"  {m} ...", err=True)),
+            command=state.command,
         )
         info(format_summary(outputs.result))
         for kind, path in outputs.written.items():
@@ -450,6 +452,9 @@ def one_line(message: object) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    import shlex
+
+    state.command = shlex.join(["unlearn-audit", *(sys.argv[1:] if argv is None else map(str, argv))])
     try:
         code = app(args=argv, prog_name="unlearn-audit", standalone_mode=False)
     except ClickException as exc:
