@@ -672,35 +672,10 @@ def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, 
             "median_shift": _r(pt.median_shift),
         }
         plots["roc"].setdefault("paired", {})[name] = _roc(results[name])
-    orig, unl = results["original"], results["unlearned"]
-    power = orig.auc_ci is not None and orig.auc_ci[0] > 0.5
-    if power:
-        powered.append("mia_paired")
-    ci = None if unl.auc_ci is None else (unl.auc_ci[0] - 0.5, unl.auc_ci[1] - 0.5)
-    gain, gain_ci = auc_difference(
-        orig.member_scores, orig.nonmember_scores, unl.member_scores, unl.nonmember_scores,
-        n_bootstrap=n_boot, level=level, seed=seed,
-    )
-    status, reason = judge_excess(
-        unl.auc - 0.5,
-        ci,
-        margin=margin,
-        two_sided=two_sided,
-        power=power,
-        power_detail=f"the original model scores AUC {orig.auc:.3f} on the same test",
-        gain=gain,
-        gain_ci=gain_ci,
-    )
-    return Check(
-        "mia_paired",
-        status,
-        _r(unl.auc - 0.5),
-        _r(margin),
-        f"unlearned-minus-retrained confidence, forget vs test: AUC {unl.auc:.3f}; {reason}",
-        ci=_ci(ci),
-        group="privacy",
-        gating=power or status == FAIL,
-        explanation=EXPLANATIONS["mia_paired"],
+    return _check_against_half(
+        "mia_paired", results, margin=margin, n_boot=n_boot, level=level, seed=seed, two_sided=two_sided,
+        powered=powered, power_detail="the original model scores AUC {auc:.3f} on the same test",
+        describe="unlearned-minus-retrained confidence, forget vs test",
     )
 
 
@@ -748,10 +723,32 @@ def _reference_check(
             "n_reference_models": len(reference_models),
         }
         plots["roc"].setdefault("reference", {})[name] = _roc(results[name])
+    note = f" ({reference_note})" if reference_note else ""
+    return _check_against_half(
+        "mia_reference", results, margin=margin, n_boot=n_boot, level=level, seed=seed, two_sided=two_sided,
+        powered=powered, power_detail="the original model scores AUC {auc:.3f} against the same references",
+        describe=f"U-LiRA over {len(reference_models)} reference models{note}",
+    )
+
+
+def _check_against_half(
+    name: str,
+    results: dict[str, AttackResult],
+    *,
+    margin: float,
+    n_boot: int,
+    level: float,
+    seed: int,
+    two_sided: bool,
+    powered: list[str],
+    power_detail: str,
+    describe: str,
+) -> Check:
+    """A per-example membership test whose never-trained baseline is AUC 0.5 (paired, U-LiRA)."""
     orig, unl = results["original"], results["unlearned"]
     power = orig.auc_ci is not None and orig.auc_ci[0] > 0.5
     if power:
-        powered.append("mia_reference")
+        powered.append(name)
     ci = None if unl.auc_ci is None else (unl.auc_ci[0] - 0.5, unl.auc_ci[1] - 0.5)
     gain, gain_ci = auc_difference(
         orig.member_scores, orig.nonmember_scores, unl.member_scores, unl.nonmember_scores,
@@ -759,20 +756,18 @@ def _reference_check(
     )
     status, reason = judge_excess(
         unl.auc - 0.5, ci, margin=margin, two_sided=two_sided, power=power,
-        power_detail=f"the original model scores AUC {orig.auc:.3f} against the same references",
-        gain=gain, gain_ci=gain_ci,
+        power_detail=power_detail.format(auc=orig.auc), gain=gain, gain_ci=gain_ci,
     )
-    note = f" ({reference_note})" if reference_note else ""
     return Check(
-        "mia_reference",
+        name,
         status,
         _r(unl.auc - 0.5),
         _r(margin),
-        f"U-LiRA over {len(reference_models)} reference models{note}: AUC {unl.auc:.3f}; {reason}",
+        f"{describe}: AUC {unl.auc:.3f}; {reason}",
         ci=_ci(ci),
         group="privacy",
         gating=power or status == FAIL,
-        explanation=EXPLANATIONS["mia_reference"],
+        explanation=EXPLANATIONS[name],
     )
 
 
