@@ -571,3 +571,26 @@ def test_calibration_residuals_remove_a_linear_calibration_fitted_on_test_only()
     assert flat_t == pytest.approx(score_t - score_t.mean()) and flat_f == pytest.approx(
         score_f - score_t.mean()
     )
+
+
+# --------------------------------------------------------------------------- label-only attack
+
+
+def test_label_only_gap_attack_matches_its_closed_form(setting: Setting) -> None:
+    """The gap attack scores 1 for a correct label, so its AUC is 0.5 * (1 + acc_forget - acc_testB)."""
+    from attacks.population import split_halves
+
+    result = evaluate(
+        setting.original, setting.honest, setting.roles, retrained=setting.retrained, policy=AUDIT_POLICY,
+        label_only="gap", label_only_samples=10**6,
+    )
+    check = checks_of(result)["mia_label_only"]
+    tx, ty = setting.test
+    _, half_b = split_halves(len(ty), 0)
+    for name, model in (("original", setting.original), ("unlearned", setting.honest)):
+        acc_f = (predictions(model, setting.forget[0]) == setting.forget[1]).mean()
+        acc_b = (predictions(model, tx[half_b]) == ty[half_b]).mean()
+        auc = result.models[name]["mia"]["label_only"]["auc"]
+        assert auc == pytest.approx(0.5 * (1 + acc_f - acc_b), abs=1e-9)
+    assert check.value == pytest.approx(result.models["unlearned"]["mia"]["label_only"]["auc"] - 0.5, abs=1e-6)
+    assert check.status != FAIL  # an honest retrained model

@@ -274,6 +274,7 @@ def evaluate_audit(
     robust_samples: int = 500,
     robust_eps: float | None = None,
     robust_steps: int | None = None,
+    label_only: str | None = None,
     seed: int = 0,
     split_seed: int = 0,
     device: str = "auto",
@@ -290,6 +291,8 @@ def evaluate_audit(
 
     if reference_models and reference_dir:
         raise ConfigError("give --reference-models N or --reference-dir DIR, not both")
+    if label_only not in (None, "gap", "boundary"):
+        raise ConfigError(f"--label-only must be gap or boundary, got {label_only!r}")
     if reference_models < 0:
         raise ConfigError(f"--reference-models must be >= 0, got {reference_models}")
     policy = load_policy(policy_path)
@@ -325,7 +328,7 @@ def evaluate_audit(
 
     result = evaluate(
         orig, unl, roles, retrained=ret, policy=policy, seed=seed, device=dev, reference_models=refs,
-        reference_note=ref_note, robustness=robust_fn, progress=say,
+        reference_note=ref_note, robustness=robust_fn, label_only=label_only, progress=say,
         extra_provenance={
             "policy_file": str(policy_path) if policy_path else None,
             **({"command": command} if command else {}),

@@ -92,6 +92,10 @@ EXPLANATIONS = {
         "Utility on unseen data: unlearning must not cost more accuracy than the policy allows."
     ),
     "model_changed": "The unlearned model must differ from the original; an unchanged model forgot nothing.",
+    "mia_label_only": (
+        "A label-only attack (ART) sees only the predicted labels, as an outside party querying a deployed "
+        "model would; after unlearning it should not tell the forget set from unseen data."
+    ),
     "robust_accuracy_drop": (
         "Adversarial robustness (accuracy under a PGD attack) must not drop by more than the policy allows."
     ),
@@ -299,6 +303,8 @@ def evaluate(
     reference_models: list[torch.nn.Module] | None = None,
     reference_note: str = "",
     robustness: Callable[[torch.nn.Module], dict] | None = None,
+    label_only: str | None = None,
+    label_only_samples: int = 200,
     batch_size: int = 512,
     progress: Callable[[str], None] | None = None,
     extra_provenance: dict | None = None,
@@ -457,6 +463,17 @@ def evaluate(
                     )
                 )
                 mia_checked.append("mia_reference")
+
+        if label_only:
+            say(f"label-only attack ({label_only}, ART)")
+            with timer.step("mia_label_only"):
+                checks.append(
+                    _label_only_check(
+                        evals, sets, nm_index, split, label_only, label_only_samples, roles, margin, n_boot,
+                        level, seed, device, powered, plots, models_out, baseline_fair,
+                    )
+                )
+                mia_checked.append("mia_label_only")
 
     power_status = PASS if powered else INCONCLUSIVE
     checks.insert(
@@ -729,6 +746,50 @@ def _reference_check(
         powered=powered, power_detail="the original model scores AUC {auc:.3f} against the same references",
         describe=f"U-LiRA over {len(reference_models)} reference models{note}",
     )
+
+
+def _label_only_check(
+    evals, sets, nm_index, split, method, samples, roles, margin, n_boot, level, seed, device, powered, plots,
+    models_out, baseline_fair,
+) -> Check:
+    """ART's label-only attack (for models that expose only labels), judged like the others.
+
+    Calibrated on retain (members) vs test half A, scored on forget vs test half B; at most
+    ``samples`` examples per set, since the decision-boundary attack queries the model a lot.
+    """
+    from attacks.label_only import label_only_attack
+
+    rng = np.random.default_rng(seed)
+
+    def pick(n: int) -> np.ndarray:
+        return np.sort(rng.choice(n, size=min(n, samples), replace=False))
+
+    idx_a, idx_b = nm_index[split[0]], nm_index[split[1]]
+    r_idx, a_idx, f_idx, b_idx = pick(len(sets["retain"])), idx_a[pick(len(idx_a))], pick(len(sets["forget"])), idx_b
+    b_idx = b_idx[pick(len(b_idx))]
+    test = sets["test"]
+    results = {}
+    for name in ("original", "unlearned"):
+        member, nonmember = label_only_attack(
+            evals[name].loaded.module,
+            sets["retain"].x[r_idx], sets["retain"].y[r_idx], test.x[a_idx], test.y[a_idx],
+            sets["forget"].x[f_idx], sets["forget"].y[f_idx], test.x[b_idx], test.y[b_idx],
+            method=method, num_classes=roles.num_classes, input_shape=roles.input_shape, device=device, seed=seed,
+        )
+        results[name] = evaluate_attack(f"label_only/{method}", member, nonmember, n_bootstrap=n_boot, level=level,
+                                        seed=seed)
+        models_out[name].setdefault("mia", {})["label_only"] = results[name].to_dict()
+        plots["roc"].setdefault("label_only", {})[name] = _roc(results[name])
+    check = _check_against_half(
+        "mia_label_only", results, margin=margin, n_boot=n_boot, level=level, seed=seed, two_sided=False,
+        powered=powered if baseline_fair else [], power_detail="the original model scores AUC {auc:.3f}",
+        describe=f"ART label-only {method} attack, forget vs unseen test",
+    )
+    if not baseline_fair:
+        from dataclasses import replace
+
+        check = replace(check, gating=False, detail=check.detail + " (advisory: forget set not known to be random)")
+    return check
 
 
 def _check_against_half(

@@ -327,6 +327,10 @@ def evaluate(
         Optional[float], typer.Option("--robust-eps", help="PGD L-inf radius (default 0.3 MNIST-like, 8/255 other).")
     ] = None,
     robust_steps: Annotated[Optional[int], typer.Option("--robust-steps", help="PGD steps (40 MNIST, 10 other).")] = None,
+    label_only: Annotated[
+        Optional[str],
+        typer.Option("--label-only", help="Also run ART's label-only attack: gap (fast) or boundary (slow)."),
+    ] = None,
     cache_dir: Annotated[
         Optional[Path], typer.Option("--cache-dir", help="Cache for reference models (default ~/.cache/unlearn-audit).")
     ] = None,
@@ -369,6 +373,7 @@ def evaluate(
             robust_samples=robust_samples,
             robust_eps=robust_eps,
             robust_steps=robust_steps,
+            label_only=label_only,
             seed=seed,
             split_seed=split_seed,
             device=device,
