@@ -2,8 +2,11 @@
 
 Nothing here is specific to one paper. The one training loop, :func:`fit`, covers every
 method that is "minimise some loss over shuffled mini-batches for a few epochs"
-(retrain, FT, GA, RL, BS, l1-sparse, SalUn, AMUN); SCRUB and influence distillation
-write their own loops from :func:`batches`, :func:`optimizer_step` and :class:`Progress`.
+(retrain, FT, GA, RL, BS, l1-sparse, SalUn, AMUN); :func:`fit_epochs` runs it for a method's
+own ``epochs`` and ``batch_size`` as the last part of a run, and :func:`sgd_finetune` adds the
+SGD optimizer built from the method's ``lr``, ``momentum`` and ``weight_decay``. SCRUB and
+influence distillation write their own loops from :func:`batches`, :func:`optimizer_step` and
+:class:`Progress`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import copy
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +24,14 @@ from torch import nn
 from unlearn_audit.errors import ModelError
 
 __all__ = [
+    "EpochRecipe",
     "Progress",
+    "SgdRecipe",
     "batches",
     "clone_model",
+    "eval_mode",
     "fit",
+    "fit_epochs",
     "frozen_copy",
     "l1_norm",
     "make_optimizer",
@@ -34,6 +41,8 @@ __all__ = [
     "random_wrong_labels",
     "reinitialize",
     "seeded",
+    "sgd_finetune",
+    "sgd_optimizer",
     "trainable",
 ]
 
@@ -44,6 +53,32 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 ParamMask = dict[str, torch.Tensor]
 """Parameter name -> bool tensor of the parameter's shape; True = may change."""
+
+Penalty = Callable[[nn.Module, int], torch.Tensor]
+"""``penalty(model, epoch) -> scalar`` added to every batch loss."""
+
+
+class EpochRecipe(Protocol):
+    """A method whose fields say how long to train: ``epochs`` passes of ``batch_size`` samples."""
+
+    @property
+    def epochs(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+
+class SgdRecipe(EpochRecipe, Protocol):
+    """A method trained with SGD whose fields give ``lr``, ``momentum`` and ``weight_decay``."""
+
+    @property
+    def lr(self) -> float: ...
+
+    @property
+    def momentum(self) -> float: ...
+
+    @property
+    def weight_decay(self) -> float: ...
 
 
 class Progress:
@@ -95,6 +130,17 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     frozen.eval()
     frozen.requires_grad_(False)
     return frozen
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode inside the block; restore its train flag afterwards, also on errors."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @contextlib.contextmanager
@@ -174,6 +220,13 @@ def make_optimizer(
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+def sgd_optimizer(model: nn.Module, recipe: SgdRecipe) -> torch.optim.Optimizer:
+    """SGD over ``model``'s trainable parameters with the recipe's lr, momentum and weight decay."""
+    return make_optimizer(
+        trainable(model), kind="sgd", lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+
+
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     """Parameters with ``requires_grad`` (frozen layers stay frozen)."""
     return [p for p in model.parameters() if p.requires_grad]
@@ -238,7 +291,7 @@ def fit(
     device: torch.device,
     progress: Progress,
     loss_fn: LossFn = F.cross_entropy,
-    penalty: Callable[[nn.Module, int], torch.Tensor] | None = None,
+    penalty: Penalty | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     mask: ParamMask | None = None,
 ) -> None:
@@ -275,3 +328,73 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         logger.debug("epoch %d/%d done, last batch loss %.4f", epoch + 1, epochs, float(loss.detach()))
+
+
+def fit_epochs(
+    recipe: EpochRecipe,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | Callable[[int], torch.Tensor],
+    *,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: Progress,
+    count_steps: bool = True,
+    loss_fn: LossFn = F.cross_entropy,
+    penalty: Penalty | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    mask: ParamMask | None = None,
+) -> None:
+    """The last part of a run: :func:`fit` for ``recipe.epochs`` epochs of ``recipe.batch_size``.
+
+    First registers the ``recipe.epochs * n_batches(len(x), recipe.batch_size)`` steps with
+    ``progress``, unless ``count_steps`` is False (the caller registered them up front together
+    with its other work); after training calls ``progress.finish()``. The other arguments are
+    :func:`fit`'s.
+    """
+    if count_steps:
+        progress.add_total(recipe.epochs * n_batches(len(x), recipe.batch_size))
+    fit(
+        model,
+        x,
+        y,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        optimizer=optimizer,
+        generator=generator,
+        device=device,
+        progress=progress,
+        loss_fn=loss_fn,
+        penalty=penalty,
+        scheduler=scheduler,
+        mask=mask,
+    )
+    progress.finish()
+
+
+def sgd_finetune(
+    recipe: SgdRecipe,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | Callable[[int], torch.Tensor],
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: Progress,
+    loss_fn: LossFn = F.cross_entropy,
+    penalty: Penalty | None = None,
+) -> None:
+    """A whole run of SGD fine-tuning (FT, GA, RL, l1-sparse): :func:`fit_epochs`, :func:`sgd_optimizer`."""
+    fit_epochs(
+        recipe,
+        model,
+        x,
+        y,
+        optimizer=sgd_optimizer(model, recipe),
+        generator=generator,
+        device=device,
+        progress=progress,
+        loss_fn=loss_fn,
+        penalty=penalty,
+    )

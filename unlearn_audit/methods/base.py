@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from unlearn_audit.errors import ConfigError, DataError, ModelError
-from unlearn_audit.methods._common import Progress, clone_model, model_dtype, seeded
+from unlearn_audit.methods._common import Progress, clone_model, eval_mode, model_dtype, seeded
 
 __all__ = ["UnlearnData", "UnlearnOutcome", "UnlearningMethod", "RunResult", "param", "ProgressFn"]
 
@@ -183,6 +183,11 @@ class RunResult:
     notes: tuple[str, ...] = ()
 
 
+_Algorithm = Callable[[nn.Module, torch.device, torch.Generator, Progress], tuple[RunResult, dict | None]]
+"""``run(model, device, generator, progress) -> (result, new state or None)``: the algorithm
+:meth:`UnlearningMethod._execute` runs on its private copy of the model."""
+
+
 class UnlearningMethod:
     """Base class of the bundled unlearning methods.
 
@@ -273,17 +278,45 @@ class UnlearningMethod:
             ModelError: the model cannot be copied, cannot process the inputs, or does not
                 return ``(N, num_classes)`` logits.
         """
+        self._check_request(data)
+        return self._execute(
+            model,
+            data,
+            device=device,
+            seed=seed,
+            progress=progress,
+            run=lambda work, dev, gen, prog: (
+                self._run(work, data, device=dev, generator=gen, progress=prog),
+                None,
+            ),
+        )
+
+    def _check_request(self, data: object) -> None:
+        """Refuse what is not an :class:`UnlearnData`, and a missing retain set the method needs."""
         if not isinstance(data, UnlearnData):
             raise DataError(f"data must be an UnlearnData, got {type(data).__name__}")
         if self.needs_retain and not data.has_retain:
             raise ConfigError(self._missing_retain_message())
+
+    def _execute(
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        *,
+        device: torch.device | str,
+        seed: int,
+        progress: ProgressFn | None,
+        run: _Algorithm,
+    ) -> UnlearnOutcome:
+        """The frame of every run: seed, copy ``model`` onto ``device``, check its outputs, ``run``
+        the algorithm on the copy, time it, and package the result (in eval mode) with its state."""
         dev = torch.device(device)
         start = time.perf_counter()
         with seeded(seed, dev):
             generator = torch.Generator().manual_seed(seed)
             work = clone_model(model, dev)
             _check_outputs(work, data, dev)
-            result = self._run(work, data, device=dev, generator=generator, progress=Progress(progress))
+            result, state = run(work, dev, generator, Progress(progress))
         result.model.eval()
         seconds = time.perf_counter() - start
         logger.info("method %s finished in %.2f s (seed %d, device %s)", self.name, seconds, seed, dev)
@@ -294,6 +327,7 @@ class UnlearningMethod:
             seconds=seconds,
             touched=result.touched,
             notes=result.notes,
+            state=state,
         )
 
     def _missing_retain_message(self) -> str:
@@ -323,17 +357,14 @@ class UnlearningMethod:
 
 def _check_outputs(model: nn.Module, data: UnlearnData, device: torch.device) -> None:
     """Fail early, with a clear message, if the model cannot classify the data (shape or class count)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(data.forget_x[:2].to(device=device, dtype=model_dtype(model)))
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise ModelError(
-            f"the model cannot process forget samples of shape {tuple(data.forget_x.shape[1:])}: {exc}"
-        ) from exc
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            with torch.no_grad():
+                out = model(data.forget_x[:2].to(device=device, dtype=model_dtype(model)))
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise ModelError(
+                f"the model cannot process forget samples of shape {tuple(data.forget_x.shape[1:])}: {exc}"
+            ) from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != data.num_classes:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(
