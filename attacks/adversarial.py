@@ -36,7 +36,7 @@ import importlib.util
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -113,6 +113,12 @@ def _check_alpha(alpha: float | None, name: str = "alpha") -> float | None:
     return float(alpha)
 
 
+def _check_count(value: object, name: str, minimum: int, context: str = "") -> None:
+    """``value`` must be an int (not a bool) >= ``minimum``; ``context`` ends the error message."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}{context}")
+
+
 def _check_xy(x: Tensor, y: Tensor, num_classes: int | None = None) -> None:
     if not isinstance(x, Tensor) or not torch.is_floating_point(x):
         raise DataError(f"x must be a floating-point tensor in [0, 1]; got {type(x).__name__} "
@@ -174,33 +180,34 @@ def _project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return (x + delta).clamp(0.0, 1.0)
 
 
-def _uniform_noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """U[0, 1) noise shaped like ``like``, drawn from ``generator`` (on its own device) if given."""
+def _noise(sample: Callable[..., Tensor], like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``sample`` (``torch.rand`` or ``torch.randn``) shaped like ``like``, drawn from ``generator``
+    (on its own device) if given, and moved to ``like``'s device."""
     if generator is None:
-        return torch.rand(like.shape, dtype=like.dtype, device=like.device)
-    noise = torch.rand(like.shape, dtype=like.dtype, device=generator.device, generator=generator)
-    return noise.to(like.device)
-
-
-def _normal_noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    if generator is None:
-        return torch.randn(like.shape, dtype=like.dtype, device=like.device)
-    noise = torch.randn(like.shape, dtype=like.dtype, device=generator.device, generator=generator)
+        return sample(like.shape, dtype=like.dtype, device=like.device)
+    noise = sample(like.shape, dtype=like.dtype, device=generator.device, generator=generator)
     return noise.to(like.device)
 
 
 def _random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
     """A uniformly random point of the ``norm`` ball of radius ``eps`` around ``x``, clamped to [0, 1]."""
     if norm == "linf":
-        delta = (2.0 * _uniform_noise(x, generator) - 1.0) * eps
+        delta = (2.0 * _noise(torch.rand, x, generator) - 1.0) * eps
     else:
         # Uniform in the L2 ball: Gaussian direction, radius eps * U^(1/d).
-        direction = _normal_noise(x, generator)
+        direction = _noise(torch.randn, x, generator)
         direction = direction / _per_example_norm(direction).clamp_min(1e-12)
         d = x[0].numel()
-        u = _uniform_noise(x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)), generator)
+        u = _noise(torch.rand, x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)), generator)
         delta = direction * eps * u.pow(1.0 / d)
     return (x + delta).clamp(0.0, 1.0)
+
+
+def _ascent_direction(grad: Tensor, norm: str) -> Tensor:
+    """The PGD step direction: ``sign(grad)`` for L-inf, ``grad / ||grad||_2`` per example for L2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _per_example_norm(grad).clamp_min(1e-12)
 
 
 def fgsm_perturb(
@@ -231,10 +238,6 @@ def fgsm_perturb(
         random_start: FGSM-RS (default False: plain FGSM).
         alpha: step size; default ``eps`` (plain) or ``1.25 * eps`` (random start).
         generator: ``torch.Generator`` for the random start (default: the global RNG).
-        early_stop: freeze an example at the first iterate the model misclassifies (as
-            AutoAttack's APGD does). For evaluation: never weaker than plain PGD (a success at
-            any step counts), and much cheaper on non-robust models, whose examples fall in a
-            few steps. Leave it off for adversarial training.
 
     Returns:
         Detached adversarial inputs, same shape, dtype and device as ``x``.
@@ -301,8 +304,7 @@ def pgd_perturb(
     if alpha_ is None:
         raise ConfigError("alpha (step size) is required for PGD; got None")
     norm = _choice(norm, NORMS, "norm")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ConfigError(f"steps must be an integer >= 0; got {steps!r}")
+    _check_count(steps, "steps", 0)
     x0 = x.detach()
     if eps == 0.0:
         return x0.clone()
@@ -311,11 +313,7 @@ def pgd_perturb(
         return _pgd_early_stop(model, x0, x_adv, y, eps, alpha_, steps, norm)
     for _ in range(steps):
         grad = _input_gradient(model, x_adv, y)
-        if norm == "linf":
-            step = grad.sign()
-        else:
-            step = grad / _per_example_norm(grad).clamp_min(1e-12)
-        x_adv = _project(x_adv + alpha_ * step, x0, eps, norm)
+        x_adv = _project(x_adv + alpha_ * _ascent_direction(grad, norm), x0, eps, norm)
     return x_adv.detach()
 
 
@@ -341,8 +339,7 @@ def _pgd_early_stop(
         active, grad = active[still], grad.detach()[still]
         if active.numel() == 0:
             break
-        step = grad.sign() if norm == "linf" else grad / _per_example_norm(grad).clamp_min(1e-12)
-        x_adv[active] = _project(x_adv[active] + alpha * step, x0[active], eps, norm)
+        x_adv[active] = _project(x_adv[active] + alpha * _ascent_direction(grad, norm), x0[active], eps, norm)
     return x_adv.detach()
 
 
@@ -383,8 +380,7 @@ class AttackSpec:
                               f"got name={self.name!r}, norm={self.norm!r}")
         _check_eps(self.eps)
         _check_alpha(self.alpha)
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ConfigError(f"steps must be an integer >= 1; got {self.steps!r} for attack {name!r}")
+        _check_count(self.steps, "steps", 1, f" for attack {name!r}")
         expected_norm = {"fgsm": "linf", "pgd": "linf", "pgd_l2": "l2"}.get(name)
         if expected_norm is not None and norm != expected_norm:
             raise ConfigError(f"attack {name!r} needs norm={expected_norm!r}; got norm={norm!r} "
@@ -631,6 +627,13 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         np.random.set_state(np_state)
 
 
+def _batches(x: Tensor, y: Tensor, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(x, y)`` in batches on ``device``, detached; labels as int64."""
+    for i in range(0, x.shape[0], batch_size):
+        yield (x[i:i + batch_size].detach().to(device),
+               y[i:i + batch_size].detach().to(device=device, dtype=torch.long))
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """Arg-max predictions (CPU, long) for ``x`` in batches, without gradients."""
@@ -654,11 +657,17 @@ def _validate_run(spec: AttackSpec, backend: str, num_classes: int, batch_size: 
         # ART imports it inside AutoAttack.generate but does not declare it as a dependency.
         raise ConfigError("attack 'autoattack' with backend 'art' needs the package 'multiprocess' "
                           "(pip install multiprocess); or use backend 'torchattacks'")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ConfigError(f"num_classes must be an integer >= 2; got {num_classes!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    _check_count(num_classes, "num_classes", 2)
+    _check_count(batch_size, "batch_size", 1)
     return backend
+
+
+def _prepare_run(spec: AttackSpec, backend: str, x: Tensor, y: Tensor, num_classes: int, batch_size: int,
+                 device: str | torch.device) -> tuple[str, torch.device]:
+    """Check a run's arguments (``_validate_run``, ``_check_xy``); returns the backend and the device."""
+    backend = _validate_run(spec, backend, num_classes, batch_size)
+    _check_xy(x, y, num_classes)
+    return backend, torch.device(device)
 
 
 class _NativeAttack:
@@ -807,9 +816,7 @@ def _run_attack(
             notes += attack.notes
         chunks = []
         outside = 0
-        for i in range(0, n, batch_size):
-            xb = x[i:i + batch_size].detach().to(device)
-            yb = y[i:i + batch_size].detach().to(device=device, dtype=torch.long)
+        for xb, yb in _batches(x, y, batch_size, device):
             adv = attack(xb, yb).detach().to(device=device, dtype=xb.dtype)
             if adv.shape != xb.shape:
                 raise RuntimeError(f"backend {backend!r} returned shape {tuple(adv.shape)} "
@@ -838,9 +845,7 @@ def _evaluate(
     seed: int,
 ) -> tuple[RobustResult, Tensor, Tensor]:
     """``robust_accuracy`` plus the per-example clean-correct and robust masks (CPU, bool)."""
-    backend = _validate_run(spec, backend, num_classes, batch_size)
-    _check_xy(x, y, num_classes)
-    dev = torch.device(device)
+    backend, dev = _prepare_run(spec, backend, x, y, num_classes, batch_size, device)
     t0 = time.perf_counter()
     y_cpu = y.detach().cpu().long()
     with _attack_guard(model, dev):
@@ -891,9 +896,7 @@ def adversarial_examples(
     Returns:
         CPU tensor shaped like ``x``.
     """
-    backend = _validate_run(spec, backend, num_classes, batch_size)
-    _check_xy(x, y, num_classes)
-    dev = torch.device(device)
+    backend, dev = _prepare_run(spec, backend, x, y, num_classes, batch_size, device)
     with _attack_guard(model, dev):
         x_adv, _ = _run_attack(model, x, y.detach().cpu().long(), spec, backend, num_classes, batch_size,
                                dev, seed)
@@ -983,17 +986,14 @@ def gradient_check(
         A fraction in [0, 1] (NaN for an empty input).
     """
     _check_xy(x, y)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    _check_count(batch_size, "batch_size", 1)
     n = int(x.shape[0])
     if n == 0:
         return float("nan")
     dev = torch.device(device)
     zero = 0
     with _attack_guard(model, dev):
-        for i in range(0, n, batch_size):
-            xb = x[i:i + batch_size].detach().to(dev)
-            yb = y[i:i + batch_size].detach().to(device=dev, dtype=torch.long)
+        for xb, yb in _batches(x, y, batch_size, dev):
             grad = _input_gradient(model, xb, yb)
             zero += int((grad.flatten(1) == 0).all(dim=1).sum())
     return zero / n

@@ -533,57 +533,74 @@ def _check_training_args(
     return seed_list
 
 
-def _train_loop(
-    make_model: Callable[[], nn.Module],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    seeds: list[int],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    device: torch.device,
-    progress: Callable[[int, int], None] | None,
-) -> list[nn.Module]:
-    n, total = x.shape[0], len(seeds) * epochs
-    models = []
-    for r, seed in enumerate(seeds):
-        model = _seeded_model(make_model, seed, device)
+@dataclass(frozen=True)
+class _Recipe:
+    """The checked arguments of :func:`train_reference_models`, shared by both strategies.
+
+    ``x`` and ``y`` (long) are already on ``device``.
+    """
+
+    make_model: Callable[[], nn.Module]
+    x: torch.Tensor
+    y: torch.Tensor
+    seeds: list[int]
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    device: torch.device
+    progress: Callable[[int, int], None] | None
+
+    def new_model(self, seed: int) -> nn.Module:
+        """The untrained model of ``seed`` on ``device``, in train mode."""
+        model = _seeded_model(self.make_model, seed, self.device)
         model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return model
+
+    def optimizer(self, params: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
+        """Adam with the recipe's learning rate and weight decay."""
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def batches(self) -> list[slice]:
+        """Positions of the batches in an epoch's permutation; the last one may be smaller."""
+        n = self.x.shape[0]
+        return [slice(start, start + self.batch_size) for start in range(0, n, self.batch_size)]
+
+    def report(self, done: int) -> None:
+        """``progress(done, R * epochs)`` in model-epochs, if a callback was given."""
+        if self.progress is not None:
+            self.progress(done, len(self.seeds) * self.epochs)
+
+
+def _adam_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _train_loop(recipe: _Recipe) -> list[nn.Module]:
+    n, epochs = recipe.x.shape[0], recipe.epochs
+    models = []
+    for r, seed in enumerate(recipe.seeds):
+        model = recipe.new_model(seed)
+        opt = recipe.optimizer(list(model.parameters()))
         for e, perm in enumerate(_batch_order(n, seed, epochs)):
-            perm = perm.to(device)
-            for start in range(0, n, batch_size):
-                idx = perm[start : start + batch_size]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            perm = perm.to(recipe.device)
+            for batch in recipe.batches():
+                idx = perm[batch]
+                loss = F.cross_entropy(model(recipe.x[idx]), recipe.y[idx])
+                _adam_step(opt, loss)
             logger.debug(
                 "reference model %d (seed %d) epoch %d: last batch loss %.4f", r, seed, e + 1, loss.item()
             )
-            if progress is not None:
-                progress(r * epochs + e + 1, total)
+            recipe.report(r * epochs + e + 1)
         models.append(model.eval())
     return models
 
 
-def _train_vmap(
-    make_model: Callable[[], nn.Module],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    seeds: list[int],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    device: torch.device,
-    progress: Callable[[int, int], None] | None,
-) -> list[nn.Module]:
-    n, n_models = x.shape[0], len(seeds)
-    models = [_seeded_model(make_model, seed, device) for seed in seeds]
-    for m in models:
-        m.train()
+def _train_vmap(recipe: _Recipe) -> list[nn.Module]:
+    n, n_models = recipe.x.shape[0], len(recipe.seeds)
+    models = [recipe.new_model(seed) for seed in recipe.seeds]
     # stack_module_state returns fresh leaf tensors with a leading model axis (R, ...);
     # Adam is element-wise, so one optimiser over them is R independent optimisers.
     params, buffers = stack_module_state(models)
@@ -602,20 +619,17 @@ def _train_vmap(
         return F.cross_entropy(functional_call(skeleton, (p, b), (xb,)), yb)
 
     batched_loss = vmap(loss_one, in_dims=(0, 0, 0, 0), randomness=randomness)
-    opt = torch.optim.Adam(list(params.values()), lr=lr, weight_decay=weight_decay)
-    orders = [_batch_order(n, seed, epochs) for seed in seeds]
-    for e in range(epochs):
-        perms = torch.stack([orders[r][e] for r in range(n_models)]).to(device)  # (R, n)
-        for start in range(0, n, batch_size):
-            idx = perms[:, start : start + batch_size]  # (R, b): each model its own batch
-            losses = batched_loss(params, buffers, x[idx], y[idx])
-            opt.zero_grad(set_to_none=True)
+    opt = recipe.optimizer(list(params.values()))
+    orders = [_batch_order(n, seed, recipe.epochs) for seed in recipe.seeds]
+    for e in range(recipe.epochs):
+        perms = torch.stack([orders[r][e] for r in range(n_models)]).to(recipe.device)  # (R, n)
+        for batch in recipe.batches():
+            idx = perms[:, batch]  # (R, b): each model its own batch
+            losses = batched_loss(params, buffers, recipe.x[idx], recipe.y[idx])
             # Sum, not mean: each model's gradient is then exactly its own batch-mean gradient.
-            losses.sum().backward()
-            opt.step()
+            _adam_step(opt, losses.sum())
         logger.debug("vmap epoch %d: last batch losses %s", e + 1, losses.detach().cpu().numpy())
-        if progress is not None:
-            progress((e + 1) * n_models, n_models * epochs)
+        recipe.report((e + 1) * n_models)
     with torch.no_grad():
         for r, model in enumerate(models):
             # Copy by name (not load_state_dict): handles tied parameters and non-persistent buffers.
@@ -694,11 +708,19 @@ def train_reference_models(
         batch_size,
         dev,
     )
-    xd, yd = x.to(dev), y.to(device=dev, dtype=torch.long)
-    trainer = _train_vmap if chosen == "vmap" else _train_loop
-    return trainer(
-        make_model, xd, yd, seed_list, epochs, batch_size, float(lr), float(weight_decay), dev, progress
+    recipe = _Recipe(
+        make_model,
+        x.to(dev),
+        y.to(device=dev, dtype=torch.long),
+        seed_list,
+        epochs,
+        batch_size,
+        float(lr),
+        float(weight_decay),
+        dev,
+        progress,
     )
+    return _train_vmap(recipe) if chosen == "vmap" else _train_loop(recipe)
 
 
 @dataclass(frozen=True)

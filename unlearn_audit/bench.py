@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -65,6 +66,8 @@ DEFAULT_METHODS = (
 QUICK_N_BOOTSTRAP = 200  # the policy minimum is 100; 200 keeps intervals usable and audits ~1 s on digits
 
 Say = Callable[[str], None]
+
+_T = TypeVar("_T")
 
 
 def _silent(_: str) -> None:
@@ -185,6 +188,39 @@ def quick_method_params(
     return out
 
 
+def quick_common(
+    quick: bool,
+    data: str | None,
+    arch: str | None,
+    methods: Sequence[str],
+    method_params: Mapping[str, Mapping[str, object]] | None,
+) -> tuple[str, str, tuple[str, ...], dict[str, dict[str, object]]]:
+    """``(data, arch, methods, method_params)`` as the benchmark and the study fill them.
+
+    ``data``: given, else ``mnist-5k`` (``digits`` with ``quick``); ``arch``: given, else ``cnn``
+    (``mlp`` with ``quick``); ``method_params`` copied, with ``quick`` plus
+    :func:`quick_method_params`.
+    """
+    methods = tuple(methods)
+    params = {m: dict(p) for m, p in (method_params or {}).items()}
+    if quick:
+        params = quick_method_params(methods, params)
+    return data or ("digits" if quick else "mnist-5k"), arch or ("mlp" if quick else "cnn"), methods, params
+
+
+def quick_or(given: _T | None, quick_value: _T, quick: bool) -> _T | None:
+    """``given`` if set, else ``quick_value`` with ``quick`` and ``None`` (the recipe default) without."""
+    return given if given is not None else (quick_value if quick else None)
+
+
+def config_dict(config: Any) -> dict:
+    """``dataclasses.asdict`` of a benchmark or study config, with plain list and dict method fields."""
+    data = dataclasses.asdict(config)
+    data["methods"] = list(config.methods)
+    data["method_params"] = {m: dict(p) for m, p in config.method_params.items()}
+    return data
+
+
 def check_methods(methods: Sequence[str], params: Mapping[str, Mapping[str, object]]):
     """Instantiate every method once: unknown names and bad parameters fail before any training.
 
@@ -214,7 +250,8 @@ class ArtifactStore:
     """Files in the output folder with a ``<name>.key.json`` sidecar naming their inputs.
 
     ``reusable(path, key)`` is true when ``resume`` is on, the file exists and was made from the
-    same ``key`` by this tool version; ``record(path, key)`` writes the sidecar after the file.
+    same ``key`` by this tool version; ``record(path, key)`` writes the sidecar after the file;
+    ``build(path, key, make)`` does both around ``make()``.
     """
 
     def __init__(self, root: Path, *, resume: bool) -> None:
@@ -240,6 +277,16 @@ class ArtifactStore:
 
     def record(self, path: Path, key: Mapping) -> None:
         atomic_write_text(self._key_path(path), self._canonical(key))
+
+    def build(self, path: Path, key: Mapping, make: Callable[[], object]) -> Built:
+        """Reuse ``path`` if it is :meth:`reusable` for ``key``; else run ``make()`` (which writes
+        ``path``), time it and :meth:`record` the key."""
+        if self.reusable(path, key):
+            return Built(path, True, 0.0)
+        start = time.perf_counter()
+        make()
+        self.record(path, key)
+        return Built(path, False, time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
@@ -280,24 +327,23 @@ def train_artifact(
         "method_params": dict(method_params),
         "split_seed": split_seed,
     }
-    if store.reusable(path, key):
-        return Built(path, True, 0.0)
-    start = time.perf_counter()
-    train_checkpoint(
-        out=path,
-        data=data,
-        arch=arch,
-        forget=forget,
-        without_forget=without_forget,
-        overrides=dict(overrides),
-        for_method=for_method,
-        method_params=dict(method_params) if for_method else None,
-        split_seed=split_seed,
-        device=device,
-        progress_factory=progress_factory,
+    return store.build(
+        path,
+        key,
+        lambda: train_checkpoint(
+            out=path,
+            data=data,
+            arch=arch,
+            forget=forget,
+            without_forget=without_forget,
+            overrides=dict(overrides),
+            for_method=for_method,
+            method_params=dict(method_params) if for_method else None,
+            split_seed=split_seed,
+            device=device,
+            progress_factory=progress_factory,
+        ),
     )
-    store.record(path, key)
-    return Built(path, False, time.perf_counter() - start)
 
 
 def unlearn_artifact(
@@ -327,23 +373,123 @@ def unlearn_artifact(
         "seed": seed,
         "split_seed": split_seed,
     }
-    if store.reusable(path, key):
-        return Built(path, True, 0.0)
-    start = time.perf_counter()
-    unlearn_checkpoint(
-        method=method,
-        model=original,
-        out=path,
-        params=dict(params),
-        data=data,
-        forget=forget,
-        seed=seed,
-        split_seed=split_seed,
-        device=device,
-        progress_factory=progress_factory,
+    return store.build(
+        path,
+        key,
+        lambda: unlearn_checkpoint(
+            method=method,
+            model=original,
+            out=path,
+            params=dict(params),
+            data=data,
+            forget=forget,
+            seed=seed,
+            split_seed=split_seed,
+            device=device,
+            progress_factory=progress_factory,
+        ),
     )
-    store.record(path, key)
-    return Built(path, False, time.perf_counter() - start)
+
+
+class RunOptions(Protocol):
+    """The options every benchmark-like run shares (fields of its config)."""
+
+    @property
+    def data(self) -> str: ...
+
+    @property
+    def arch(self) -> str: ...
+
+    @property
+    def forget(self) -> str: ...
+
+    @property
+    def split_seed(self) -> int: ...
+
+    @property
+    def device(self) -> str: ...
+
+
+class ArtifactSteps:
+    """The train and unlearn steps of a run: each reuses its artifact when it can (see
+    :class:`ArtifactStore`) and reports one line through ``say``."""
+
+    def __init__(
+        self, config: RunOptions, store: ArtifactStore, say: Say, progress_factory: ProgressFactory
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.say = say
+        self.progress_factory = progress_factory
+
+    def train(
+        self,
+        path: Path,
+        what: str,
+        tag: str,
+        overrides: Mapping[str, object],
+        for_method: str | None = None,
+        params: Mapping[str, object] | None = None,
+        *,
+        without_forget: bool = False,
+    ) -> Built:
+        """:func:`train_artifact` with the run's data, arch, forget set, split seed and device."""
+        c = self.config
+        built = train_artifact(
+            self.store,
+            path,
+            data=c.data,
+            arch=c.arch,
+            forget=c.forget,
+            without_forget=without_forget,
+            overrides=overrides,
+            for_method=for_method,
+            method_params=params or {},
+            split_seed=c.split_seed,
+            device=c.device,
+            progress_factory=self.progress_factory,
+        )
+        self.say(f"{tag}: {what}: " + ("reused" if built.reused else f"trained in {built.seconds:.1f}s"))
+        return built
+
+    def unlearn(
+        self, path: Path, method: str, params: Mapping[str, object], original: Path, seed: int, tag: str
+    ) -> Built:
+        """:func:`unlearn_artifact` with the run's data, forget set, split seed and device."""
+        c = self.config
+        built = unlearn_artifact(
+            self.store,
+            path,
+            method=method,
+            params=params,
+            original=original,
+            data=c.data,
+            forget=c.forget,
+            seed=seed,
+            split_seed=c.split_seed,
+            device=c.device,
+            progress_factory=self.progress_factory,
+        )
+        self.say(
+            f"{tag}: unlearn {method}: " + ("reused" if built.reused else f"done in {built.seconds:.1f}s")
+        )
+        return built
+
+
+def run_provenance(
+    device: object, start: float, instances: Mapping[str, Any], seeds: int, dataset: Any
+) -> dict:
+    """Provenance of a run: the environment, wall time since ``start`` (``time.perf_counter``),
+    every method's parameters, the seeds ``0..seeds-1`` and the data's provenance."""
+    from unlearn_audit.provenance import environment
+
+    return {
+        **environment(device),
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "method_params": {m: inst.params() for m, inst in instances.items()},
+        "seeds": list(range(seeds)),
+        "data_provenance": dataset.provenance,
+    }
 
 
 def checkpoint_seconds(loaded) -> float:
@@ -425,28 +571,23 @@ class BenchmarkConfig:
         ``quick``: ``digits``, ``mlp``, 3 training epochs, 1 epoch per method, 100 PGD-10
         examples, 200 bootstrap resamples. Values given explicitly always win.
         """
-        methods = tuple(methods)
-        params = {m: dict(p) for m, p in (method_params or {}).items()}
+        data, arch, methods, params = quick_common(quick, data, arch, methods, method_params)
         if quick:
-            params = quick_method_params(methods, params)
             policy = policy or replace(DEFAULT_POLICY, n_bootstrap=QUICK_N_BOOTSTRAP)
         return cls(
-            data=data or ("digits" if quick else "mnist-5k"),
-            arch=arch or ("mlp" if quick else "cnn"),
-            epochs=epochs if epochs is not None else (3 if quick else None),
+            data=data,
+            arch=arch,
+            epochs=quick_or(epochs, 3, quick),
             methods=methods,
             method_params=params,
             robust_samples=robust_samples or (100 if quick else 500),
-            robust_steps=robust_steps if robust_steps is not None else (10 if quick else None),
+            robust_steps=quick_or(robust_steps, 10, quick),
             policy=policy or DEFAULT_POLICY,
             **rest,  # type: ignore[arg-type]
         )
 
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["methods"] = list(self.methods)
-        data["method_params"] = {m: dict(p) for m, p in self.method_params.items()}
-        return data
+        return config_dict(self)
 
 
 @dataclass(frozen=True)
@@ -612,7 +753,6 @@ def run_benchmark(
     from unlearn_audit.audit import evaluate
     from unlearn_audit.data import load_dataset, make_roles
     from unlearn_audit.models import load_model, resolve_device
-    from unlearn_audit.provenance import environment
     from unlearn_audit.report import write_json
 
     say = say or _silent
@@ -627,45 +767,24 @@ def run_benchmark(
     dataset = load_dataset(config.data, split_seed=config.split_seed)
     prepare_out_dir(out)
     store = ArtifactStore(out, resume=config.resume)
+    steps = ArtifactSteps(config, store, say, progress_factory)
     start = time.perf_counter()
     runs: list[BenchmarkRun] = []
     stateful_notes: dict[str, str] = {}
     n = config.seeds
 
-    def train(
-        path: Path,
-        what: str,
-        tag: str,
-        seed: int,
-        *,
-        without_forget: bool = False,
-        for_method: str | None = None,
-        params: Mapping[str, object] | None = None,
-    ) -> Built:
-        built = train_artifact(
-            store,
-            path,
-            data=config.data,
-            arch=config.arch,
-            forget=config.forget,
-            without_forget=without_forget,
-            overrides={"epochs": config.epochs, "seed": seed},
-            for_method=for_method,
-            method_params=params or {},
-            split_seed=config.split_seed,
-            device=config.device,
-            progress_factory=progress_factory,
-        )
-        say(f"{tag}: {what}: " + ("reused" if built.reused else f"trained in {built.seconds:.1f}s"))
-        return built
-
     for s in range(n):
         sdir = out / f"seed-{s}"
         tag = f"seed {s + 1}/{n}"
         roles = make_roles(dataset, config.forget, seed=s)
-        original = train(sdir / "original.pt", "original model", tag, s)
-        retrained = train(
-            sdir / "retrained.pt", "retrained model (without the forget set)", tag, s, without_forget=True
+        overrides = {"epochs": config.epochs, "seed": s}
+        original = steps.train(sdir / "original.pt", "original model", tag, overrides)
+        retrained = steps.train(
+            sdir / "retrained.pt",
+            "retrained model (without the forget set)",
+            tag,
+            overrides,
+            without_forget=True,
         )
         ret_model = load_model(retrained.path, device=dev)
         plain_original = load_model(original.path, device=dev)
@@ -691,11 +810,11 @@ def run_benchmark(
                 params = dict(config.method_params.get(method, {}))
                 if getattr(inst, "needs_state", False):
                     state = str(getattr(inst, "state_name", method))
-                    orig_built = train(
+                    orig_built = steps.train(
                         sdir / f"original-{state}.pt",
                         f"original trained for {method}",
                         tag,
-                        s,
+                        overrides,
                         for_method=state,
                         params=params,
                     )
@@ -703,24 +822,9 @@ def run_benchmark(
                     stateful_notes[method] = (
                         f"audited against its own original, trained with {state}'s recorded training state"
                     )
-                built = unlearn_artifact(
-                    store,
-                    sdir / f"unlearned-{method}.pt",
-                    method=method,
-                    params=params,
-                    original=orig_built.path,
-                    data=config.data,
-                    forget=config.forget,
-                    seed=s,
-                    split_seed=config.split_seed,
-                    device=config.device,
-                    progress_factory=progress_factory,
-                )
-                say(
-                    f"{tag}: unlearn {method}: "
-                    + ("reused" if built.reused else f"done in {built.seconds:.1f}s")
-                )
-                unl_path = built.path
+                unl_path = steps.unlearn(
+                    sdir / f"unlearned-{method}.pt", method, params, orig_built.path, s, tag
+                ).path
             unl_model = ret_model if method == GOLD else load_model(unl_path, device=dev)
             audit_path = sdir / f"audit-{method}.json"
             key = {
@@ -791,13 +895,7 @@ def run_benchmark(
         f"the original model of each seed: {', '.join(attacks) or 'none (too few test examples)'}.",
         "Time: unlearning wall time in seconds (retrain: the retraining time).",
     )
-    provenance = {
-        **environment(dev),
-        "wall_seconds": round(time.perf_counter() - start, 3),
-        "method_params": {m: instances[m].params() for m in methods},
-        "seeds": list(range(n)),
-        "data_provenance": dataset.provenance,
-    }
+    provenance = run_provenance(dev, start, instances, n, dataset)
     result = BenchmarkResult(config.to_dict(), rows, tuple(runs), provenance, notes)
     write_benchmark(result, out)
     return result
@@ -834,6 +932,14 @@ def render_markdown(table: Table) -> str:
     lines.append("")
     lines += [f"- {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
+
+
+def stat_cells(*stats: Stat | None) -> list[object]:
+    """CSV cells ``mean, std`` of each statistic (two empty cells for a missing one)."""
+    cells: list[object] = []
+    for st in stats:
+        cells += [st.mean, st.std] if st is not None else [None, None]
+    return cells
 
 
 def render_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -912,22 +1018,38 @@ def benchmark_csv(result: BenchmarkResult) -> str:
     header += ["n_seeds", "verdicts", "mia_attack", "note"]
     rows = []
     for r in result.rows:
-        cells: list[object] = [r.method]
-        for name in CSV_STATS:
-            st = getattr(r, name)
-            cells += [st.mean, st.std] if st is not None else [None, None]
+        cells: list[object] = [r.method, *stat_cells(*(getattr(r, name) for name in CSV_STATS))]
         cells += [r.seconds.n, r.verdict_text(), ";".join(r.mia_attacks), r.note]
         rows.append(cells)
     return render_csv(header, rows)
 
 
+class TableResult(Protocol):
+    """A benchmark-like result: its JSON is ``to_dict()``, its HTML page shows ``provenance``."""
+
+    @property
+    def provenance(self) -> dict: ...
+
+    def to_dict(self) -> dict: ...
+
+
+_R = TypeVar("_R", bound=TableResult)
+
+
+def write_tables(
+    out_dir: str | Path, stem: str, result: _R, table: Table, csv: Callable[[_R], str]
+) -> dict[str, Path]:
+    """Write ``<stem>.md``, ``.csv`` (``csv(result)``), ``.json`` and ``.html`` (atomically) to
+    ``out_dir``: the markdown and the HTML page show ``table``. Returns the paths by format."""
+    out = Path(out_dir)
+    return {
+        "markdown": atomic_write_text(out / f"{stem}.md", render_markdown(table)),
+        "csv": atomic_write_text(out / f"{stem}.csv", csv(result)),
+        "json": atomic_write_text(out / f"{stem}.json", to_json_text(result.to_dict())),
+        "html": atomic_write_text(out / f"{stem}.html", render_table_html(table, result.provenance)),
+    }
+
+
 def write_benchmark(result: BenchmarkResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``benchmark.md``, ``.csv``, ``.json`` and ``.html`` (atomically) to ``out_dir``."""
-    out = Path(out_dir)
-    table = benchmark_table(result)
-    return {
-        "markdown": atomic_write_text(out / "benchmark.md", render_markdown(table)),
-        "csv": atomic_write_text(out / "benchmark.csv", benchmark_csv(result)),
-        "json": atomic_write_text(out / "benchmark.json", to_json_text(result.to_dict())),
-        "html": atomic_write_text(out / "benchmark.html", render_table_html(table, result.provenance)),
-    }
+    return write_tables(out_dir, "benchmark", result, benchmark_table(result), benchmark_csv)

@@ -9,9 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from unlearn_audit.api import ProgressFactory
+
+Say = Callable[[str], None]
 
 DataOpt = Annotated[
     str | None,
@@ -51,7 +56,7 @@ SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the bui
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
 
 
-def _stepper(quiet: bool) -> Callable[[str], None] | None:
+def _stepper(quiet: bool) -> Say | None:
     """One console line per step, prefixed with the elapsed time since the command started."""
     if quiet:
         return None
@@ -61,6 +66,31 @@ def _stepper(quiet: bool) -> Callable[[str], None] | None:
         typer.echo(f"[{time.monotonic() - start:7.1f}s] {message}", err=True)
 
     return say
+
+
+def _run_table_command(
+    out: Path,
+    stem: str,
+    methods: str,
+    set_: list[str] | None,
+    run: Callable[..., Any],
+    row_line: Callable[[Any], str],
+) -> None:
+    """The body both commands share: parse ``--methods`` and ``--set``, call
+    ``run(names, method_params, say, progress_factory)`` (which builds the config and runs),
+    then print ``row_line(row)`` for every row of the result and the four files written to
+    ``out`` (``<stem>.md``, ``.csv``, ``.json``, ``.html``). Input errors exit with code 2."""
+    from unlearn_audit.cli import _errors, info, parse_sets, progress_bar, state
+
+    with _errors():
+        from unlearn_audit.bench import parse_method_sets, parse_methods
+
+        names = parse_methods(methods)
+        result = run(names, parse_method_sets(parse_sets(set_), names), _stepper(state.quiet), progress_bar)
+        for row in result.rows:
+            info(row_line(row))
+        for kind in ("md", "csv", "json", "html"):
+            info(f"wrote {out / f'{stem}.{kind}'}")
 
 
 def benchmark(
@@ -107,40 +137,41 @@ def benchmark(
     forget, retain and test accuracy, membership AUC (forget vs test), Avg. Gap to retrain,
     time and verdict. Re-runs reuse finished work (--no-resume to redo it).
     """
-    from unlearn_audit.cli import _errors, info, parse_sets, progress_bar, state
 
-    with _errors():
-        from unlearn_audit.bench import BenchmarkConfig, parse_method_sets, parse_methods, run_benchmark
+    def run(
+        names: tuple[str, ...], method_params: dict, say: Say | None, progress_factory: ProgressFactory
+    ) -> Any:
+        from unlearn_audit.bench import BenchmarkConfig, run_benchmark
         from unlearn_audit.policy import load_policy
 
-        names = parse_methods(methods)
-        result = run_benchmark(
-            BenchmarkConfig.make(
-                quick=quick,
-                data=data,
-                arch=arch,
-                forget=forget,
-                methods=names,
-                seeds=seeds,
-                method_params=parse_method_sets(parse_sets(set_), names),
-                epochs=epochs,
-                robustness=robustness,
-                robust_samples=robust_samples,
-                robust_eps=robust_eps,
-                robust_steps=robust_steps,
-                policy=load_policy(policy) if policy else None,
-                split_seed=split_seed,
-                device=device,
-                resume=resume,
-            ),
-            out,
-            say=_stepper(state.quiet),
-            progress_factory=progress_bar,
+        config = BenchmarkConfig.make(
+            quick=quick,
+            data=data,
+            arch=arch,
+            forget=forget,
+            methods=names,
+            seeds=seeds,
+            method_params=method_params,
+            epochs=epochs,
+            robustness=robustness,
+            robust_samples=robust_samples,
+            robust_eps=robust_eps,
+            robust_steps=robust_steps,
+            policy=load_policy(policy) if policy else None,
+            split_seed=split_seed,
+            device=device,
+            resume=resume,
         )
-        for row in result.rows:
-            info(f"  {row.method:<24} Avg. Gap {row.avg_gap.text():>14}   verdicts: {row.verdict_text()}")
-        for kind in ("md", "csv", "json", "html"):
-            info(f"wrote {out / f'benchmark.{kind}'}")
+        return run_benchmark(config, out, say=say, progress_factory=progress_factory)
+
+    _run_table_command(
+        out,
+        "benchmark",
+        methods,
+        set_,
+        run,
+        lambda row: f"  {row.method:<24} Avg. Gap {row.avg_gap.text():>14}   verdicts: {row.verdict_text()}",
+    )
 
 
 def robustness_study(
@@ -191,47 +222,42 @@ def robustness_study(
     robustness-study.md, .csv, .json and .html to --out. Methods that are not bundled or whose
     training state cannot be produced are listed as unavailable, with the reason.
     """
-    from unlearn_audit.cli import _errors, info, parse_sets, progress_bar, state
 
-    with _errors():
-        from unlearn_audit.bench import parse_method_sets, parse_methods
+    def run(
+        names: tuple[str, ...], method_params: dict, say: Say | None, progress_factory: ProgressFactory
+    ) -> Any:
         from unlearn_audit.study import StudyConfig, run_study
 
-        names = parse_methods(methods)
-        result = run_study(
-            StudyConfig.make(
-                quick=quick,
-                data=data,
-                arch=arch,
-                forget=forget,
-                methods=names,
-                seeds=seeds,
-                adversarial=adversarial,
-                attack_eps=attack_eps,
-                attack_steps=attack_steps,
-                train_steps=train_steps,
-                robust_samples=robust_samples,
-                method_params=parse_method_sets(parse_sets(set_), names),
-                epochs=epochs,
-                split_seed=split_seed,
-                device=device,
-                resume=resume,
-            ),
-            out,
-            say=_stepper(state.quiet),
-            progress_factory=progress_bar,
+        config = StudyConfig.make(
+            quick=quick,
+            data=data,
+            arch=arch,
+            forget=forget,
+            methods=names,
+            seeds=seeds,
+            adversarial=adversarial,
+            attack_eps=attack_eps,
+            attack_steps=attack_steps,
+            train_steps=train_steps,
+            robust_samples=robust_samples,
+            method_params=method_params,
+            epochs=epochs,
+            split_seed=split_seed,
+            device=device,
+            resume=resume,
         )
-        for row in result.rows:
-            if row.status == "unavailable":
-                info(f"  {row.rq} {row.model} {row.stage:<6} {row.method:<14} unavailable: {row.note}")
-            else:
-                assert row.accuracy is not None and row.robust_accuracy is not None and row.gap is not None
-                info(
-                    f"  {row.rq} {row.model} {row.stage:<6} {row.method:<14} ACC {row.accuracy.text():>14}  "
-                    f"R-ACC {row.robust_accuracy.text():>14}  Gap {row.gap.text():>14}"
-                )
-        for kind in ("md", "csv", "json", "html"):
-            info(f"wrote {out / f'robustness-study.{kind}'}")
+        return run_study(config, out, say=say, progress_factory=progress_factory)
+
+    def row_line(row: Any) -> str:
+        if row.status == "unavailable":
+            return f"  {row.rq} {row.model} {row.stage:<6} {row.method:<14} unavailable: {row.note}"
+        assert row.accuracy is not None and row.robust_accuracy is not None and row.gap is not None
+        return (
+            f"  {row.rq} {row.model} {row.stage:<6} {row.method:<14} ACC {row.accuracy.text():>14}  "
+            f"R-ACC {row.robust_accuracy.text():>14}  Gap {row.gap.text():>14}"
+        )
+
+    _run_table_command(out, "robustness-study", methods, set_, run, row_line)
 
 
 def register(app: typer.Typer) -> None:

@@ -43,22 +43,23 @@ import numpy as np
 
 from unlearn_audit.api import ProgressFactory, _no_progress
 from unlearn_audit.bench import (
+    ArtifactSteps,
     ArtifactStore,
-    Built,
     Say,
     Stat,
     Table,
     _silent,
+    config_dict,
     parse_methods,
     prepare_out_dir,
-    quick_method_params,
+    quick_common,
+    quick_or,
     render_csv,
-    render_markdown,
-    render_table_html,
+    run_provenance,
+    stat_cells,
     summarize,
     to_json_text,
-    train_artifact,
-    unlearn_artifact,
+    write_tables,
 )
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
 from unlearn_audit.fileio import atomic_write_text
@@ -150,32 +151,22 @@ class StudyConfig:
         ``quick``: ``digits``, ``mlp``, 5 epochs, 1 epoch per method, eps 0.1, PGD-10 on 200
         test examples, 5 PGD steps in adversarial training. Explicit values always win.
         """
-        methods = tuple(methods)
-        params = {m: dict(p) for m, p in (method_params or {}).items()}
-        if quick:
-            params = quick_method_params(methods, params)
-
-        def pick(given, quick_value):
-            return given if given is not None else (quick_value if quick else None)
-
+        data, arch, methods, params = quick_common(quick, data, arch, methods, method_params)
         return cls(
-            data=data or ("digits" if quick else "mnist-5k"),
-            arch=arch or ("mlp" if quick else "cnn"),
-            epochs=pick(epochs, 5),
+            data=data,
+            arch=arch,
+            epochs=quick_or(epochs, 5, quick),
             methods=methods,
             method_params=params,
-            attack_eps=pick(attack_eps, 0.1),
-            attack_steps=pick(attack_steps, 10),
-            train_steps=pick(train_steps, 5),
+            attack_eps=quick_or(attack_eps, 0.1, quick),
+            attack_steps=quick_or(attack_steps, 10, quick),
+            train_steps=quick_or(train_steps, 5, quick),
             robust_samples=robust_samples or (200 if quick else 500),
             **rest,  # type: ignore[arg-type]
         )
 
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["methods"] = list(self.methods)
-        data["method_params"] = {m: dict(p) for m, p in self.method_params.items()}
-        return data
+        return config_dict(self)
 
 
 @dataclass(frozen=True)
@@ -251,18 +242,17 @@ def row_from_points(
     return StudyRow(rq, model, stage, method, MEASURED, acc, racc, Stat(gap_mean, gaps.std, gaps.n), note)
 
 
-class _Runner:
+class _Runner(ArtifactSteps):
     """The steps of one study: train (or reuse), unlearn (or reuse), measure (or reuse)."""
+
+    config: StudyConfig
 
     def __init__(self, config: StudyConfig, out: Path, say: Say, progress_factory: ProgressFactory) -> None:
         from unlearn_audit.data import load_dataset
         from unlearn_audit.models import resolve_device
         from unlearn_audit.robustness import pgd_spec
 
-        self.config = config
-        self.say = say
-        self.progress_factory = progress_factory
-        self.store = ArtifactStore(out, resume=config.resume)
+        super().__init__(config, ArtifactStore(out, resume=config.resume), say, progress_factory)
         self.device = resolve_device(config.device)
         self.dataset = load_dataset(config.data, split_seed=config.split_seed)
         self.spec = pgd_spec(self.dataset.family, eps=config.attack_eps, steps=config.attack_steps)
@@ -273,55 +263,6 @@ class _Runner:
         if kind == "at_model":
             out.update(adversarial=self.config.adversarial, eps=self.spec.eps, steps=self.config.train_steps)
         return out
-
-    def train(
-        self,
-        path: Path,
-        what: str,
-        tag: str,
-        overrides: Mapping[str, object],
-        for_method: str | None = None,
-        params: Mapping[str, object] | None = None,
-    ) -> Built:
-        c = self.config
-        built = train_artifact(
-            self.store,
-            path,
-            data=c.data,
-            arch=c.arch,
-            forget=c.forget,
-            without_forget=False,
-            overrides=overrides,
-            for_method=for_method,
-            method_params=params or {},
-            split_seed=c.split_seed,
-            device=c.device,
-            progress_factory=self.progress_factory,
-        )
-        self.say(f"{tag}: {what}: " + ("reused" if built.reused else f"trained in {built.seconds:.1f}s"))
-        return built
-
-    def unlearn(
-        self, path: Path, method: str, params: Mapping[str, object], original: Path, seed: int, tag: str
-    ) -> Built:
-        c = self.config
-        built = unlearn_artifact(
-            self.store,
-            path,
-            method=method,
-            params=params,
-            original=original,
-            data=c.data,
-            forget=c.forget,
-            seed=seed,
-            split_seed=c.split_seed,
-            device=c.device,
-            progress_factory=self.progress_factory,
-        )
-        self.say(
-            f"{tag}: unlearn {method}: " + ("reused" if built.reused else f"done in {built.seconds:.1f}s")
-        )
-        return built
 
     def measure(self, path: Path, seed: int, what: str) -> dict:
         """``measure_robustness`` of the checkpoint at ``path`` (cached beside it), plus its sha256."""
@@ -403,7 +344,6 @@ def run_study(
         ConfigError: a bad parameter of a bundled method, a ``--set`` for a method not run, bad data.
     """
     from unlearn_audit.methods import get_method, list_methods
-    from unlearn_audit.provenance import environment
 
     methods = parse_methods(config.methods)
     for name in config.method_params:
@@ -499,13 +439,7 @@ def run_study(
         f"{spec.eps:.4g}; both on the full training set. Deletion: forget {config.forget}.",
         "Methods needing recorded training state are measured on their own trained model (see Note).",
     )
-    provenance = {
-        **environment(runner.device),
-        "wall_seconds": round(time.perf_counter() - start, 3),
-        "method_params": {m: inst.params() for m, inst in instances.items()},
-        "seeds": list(range(config.seeds)),
-        "data_provenance": runner.dataset.provenance,
-    }
+    provenance = run_provenance(runner.device, start, instances, config.seeds, runner.dataset)
     result = StudyResult(config.to_dict(), tuple(rows), tuple(points), provenance, notes)
     write_study(result, out_dir)
     return result
@@ -553,8 +487,7 @@ def study_csv(result: StudyResult) -> str:
     rows = []
     for r in result.rows:
         cells: list[object] = [r.rq, r.model, r.stage, r.method, r.status]
-        for st in (r.accuracy, r.robust_accuracy, r.gap):
-            cells += [st.mean, st.std] if st is not None else [None, None]
+        cells += stat_cells(r.accuracy, r.robust_accuracy, r.gap)
         cells += [r.accuracy.n if r.accuracy else 0, r.note]
         rows.append(cells)
     return render_csv(header, rows)
@@ -562,12 +495,4 @@ def study_csv(result: StudyResult) -> str:
 
 def write_study(result: StudyResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``robustness-study.md``, ``.csv``, ``.json`` and ``.html`` (atomically)."""
-    out = Path(out_dir)
-    table = study_table(result)
-    stem = "robustness-study"
-    return {
-        "markdown": atomic_write_text(out / f"{stem}.md", render_markdown(table)),
-        "csv": atomic_write_text(out / f"{stem}.csv", study_csv(result)),
-        "json": atomic_write_text(out / f"{stem}.json", to_json_text(result.to_dict())),
-        "html": atomic_write_text(out / f"{stem}.html", render_table_html(table, result.provenance)),
-    }
+    return write_tables(out_dir, "robustness-study", result, study_table(result), study_csv)

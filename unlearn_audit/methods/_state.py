@@ -253,7 +253,7 @@ def rows_for(
 
 
 def batch_schedule(n: int, batch_size: int, epochs: int, seed: int) -> list[torch.Tensor]:
-    """The index batch of every GD step: ``train_model``'s per-epoch permutations cut into batches."""
+    """The index batch of every training step: ``train_model``'s per-epoch permutations cut into batches."""
     gen = torch.Generator().manual_seed(seed)
     per_epoch = (n + batch_size - 1) // batch_size
     out: list[torch.Tensor] = []

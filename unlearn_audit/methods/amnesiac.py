@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,15 +48,17 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.methods._common import Progress, fit, make_optimizer, n_batches, trainable
-from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
-from unlearn_audit.methods.registry import register_method
-from unlearn_audit.methods.sisa import (
+from unlearn_audit.methods._state import (
     STATE_VERSION,
     StatefulMethod,
+    batch_schedule,
     locate_forget,
+    mark_removed,
     sample_fingerprints,
     state_bytes,
 )
+from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
+from unlearn_audit.methods.registry import register_method
 from unlearn_audit.models import fingerprint_module
 from unlearn_audit.training import TrainConfig
 from unlearn_audit.training import make_optimizer as make_train_optimizer
@@ -103,27 +106,33 @@ def _check_model(model: nn.Module, state: dict, name: str) -> None:
         )
 
 
-def _repair(
-    method: _AmnesiacBase,
+def _training_batches(
     model: nn.Module,
-    data: UnlearnData,
+    train_set: TensorSet,
+    cfg: TrainConfig,
+    schedule: list[torch.Tensor],
     device: torch.device,
-    generator: torch.Generator,
-    progress: Progress,
-) -> None:
-    assert data.retain_x is not None and data.retain_y is not None
-    optimizer = make_optimizer(trainable(model), kind="adam", lr=method.lr)
-    fit(
-        model,
-        data.retain_x,
-        data.retain_y,
-        epochs=method.repair_epochs,
-        batch_size=method.batch_size,
-        optimizer=optimizer,
-        generator=generator,
-        device=device,
-        progress=progress,
-    )
+    progress: ProgressFn | None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The batches of :func:`unlearn_audit.training.train_model` with ``cfg``, in its order.
+
+    ``schedule`` is ``batch_schedule(len(train_set), cfg.batch_size, cfg.epochs, cfg.seed)``.
+    Yields ``(step, idx, x_in, y)``: the global step (from 0), the batch's training indices, its
+    inputs on ``device`` (adversarial ones, drawn as ``train_model`` draws them, when
+    ``cfg.adversarial``) and its labels. The caller takes the optimizer step;
+    ``progress(step + 1, len(schedule))`` follows it. ``model`` is in train mode during the
+    steps and in eval mode after the last one.
+    """
+    attack_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    model.train()
+    for step, idx in enumerate(schedule):
+        x = train_set.x[idx].to(device)
+        y = train_set.y[idx].to(device)
+        x_in = _adversarial(model, x, y, cfg, attack_gen) if cfg.adversarial else x
+        yield step, idx, x_in, y
+        if progress is not None:
+            progress(step + 1, len(schedule))
+    model.eval()
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,62 @@ class _AmnesiacBase(StatefulMethod):
             "--data/--forget "
             "or --retain-data, or --set repair_epochs=0"
         )
+
+    def _sensitive_forget(self, model: nn.Module, data: UnlearnData, state: dict) -> np.ndarray:
+        """The training indices of the forget samples, once ``model`` is known to be the state's
+        model and every forget sample to have been marked sensitive at training time."""
+        _check_model(model, state, self.name)
+        forget = locate_forget(data, state["fingerprints"], state["removed"]).indices
+        _require_sensitive(forget, state["sensitive"].numpy(), self.name)
+        return forget
+
+    def _take_back(
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        state: dict,
+        forget: np.ndarray,
+        update: torch.Tensor,
+        note: str,
+        *,
+        device: torch.device,
+        generator: torch.Generator,
+        progress: Progress,
+        changes: dict | None = None,
+    ) -> tuple[RunResult, dict]:
+        """The end of a request: ``theta <- theta + update`` (in float64; one step of ``progress``),
+        the optional repair epochs (Adam on the retain set), and the new state: the training
+        samples ``forget`` marked removed, the new model's fingerprint and ``changes``."""
+        if self.repair_epochs:
+            assert data.retain_x is not None and data.retain_y is not None
+            progress.add_total(self.repair_epochs * n_batches(len(data.retain_x), self.batch_size))
+        progress.add_total(1)
+        theta = parameters_to_vector(model.parameters()).detach().double()
+        vector_to_parameters((theta + update.to(theta.device)).to(_param_dtype(model)), model.parameters())
+        progress.step()
+        notes = [note]
+        touched: tuple[str, ...] = ("forget",)
+        if self.repair_epochs:
+            fit(
+                model,
+                data.retain_x,
+                data.retain_y,
+                epochs=self.repair_epochs,
+                batch_size=self.batch_size,
+                optimizer=make_optimizer(trainable(model), kind="adam", lr=self.lr),
+                generator=generator,
+                device=device,
+                progress=progress,
+            )
+            touched = ("forget", "retain")
+            notes.append(f"repaired for {self.repair_epochs} epochs on the retain set")
+        progress.finish()
+        model.eval()
+        new_state = dict(state)
+        new_state.update(
+            changes or {}, removed=mark_removed(state, forget), model_sha256=fingerprint_module(model)
+        )
+        return RunResult(model=model, touched=touched, notes=tuple(notes)), new_state
 
 
 @register_method("amnesiac")
@@ -205,38 +270,24 @@ class Amnesiac(_AmnesiacBase):
         is_sensitive[torch.from_numpy(marked)] = True
         model.to(dev)
         opt = make_train_optimizer(model.parameters(), cfg)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        attack_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-        steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
-        total = steps_per_epoch * cfg.epochs
+        schedule = batch_schedule(n, cfg.batch_size, cfg.epochs, cfg.seed)
+        total = len(schedule)
         deltas: list[torch.Tensor] = []
         steps: list[int] = []
         members: list[torch.Tensor] = []
         dtype = _DTYPES[self.storage]
-        model.train()
-        step = 0
-        for _epoch in range(cfg.epochs):
-            order = torch.randperm(n, generator=gen)
-            for b in range(steps_per_epoch):
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x = train_set.x[idx].to(dev)
-                y = train_set.y[idx].to(dev)
-                x_in = _adversarial(model, x, y, cfg, attack_gen) if cfg.adversarial else x
-                loss = F.cross_entropy(model(x_in), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                hit = idx[is_sensitive[idx]]
-                before = parameters_to_vector(model.parameters()).detach().clone() if hit.numel() else None
-                opt.step()
-                if before is not None:
-                    after = parameters_to_vector(model.parameters()).detach()
-                    deltas.append((after - before).to(device="cpu", dtype=dtype))
-                    steps.append(step)
-                    members.append(torch.sort(hit).values)
-                step += 1
-                if progress is not None:
-                    progress(step, total)
-        model.eval()
+        for step, idx, x_in, y in _training_batches(model, train_set, cfg, schedule, dev, progress):
+            loss = F.cross_entropy(model(x_in), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            hit = idx[is_sensitive[idx]]
+            before = parameters_to_vector(model.parameters()).detach().clone() if hit.numel() else None
+            opt.step()
+            if before is not None:
+                after = parameters_to_vector(model.parameters()).detach()
+                deltas.append((after - before).to(device="cpu", dtype=dtype))
+                steps.append(step)
+                members.append(torch.sort(hit).values)
         offsets = torch.tensor([0, *np.cumsum([len(m) for m in members]).tolist()], dtype=torch.long)
         p = sum(t.numel() for t in model.parameters())
         state = {
@@ -272,10 +323,7 @@ class Amnesiac(_AmnesiacBase):
         generator: torch.Generator,
         progress: Progress,
     ) -> tuple[RunResult, dict]:
-        _check_model(model, state, self.name)
-        located = locate_forget(data, state["fingerprints"], state["removed"])
-        forget = located.indices
-        _require_sensitive(forget, state["sensitive"].numpy(), self.name)
+        forget = self._sensitive_forget(model, data, state)
         offsets = state["offsets"].numpy()
         members = state["members"].numpy()
         in_forget = np.zeros(len(state["fingerprints"]), dtype=bool)
@@ -284,47 +332,39 @@ class Amnesiac(_AmnesiacBase):
             [bool(in_forget[members[offsets[b] : offsets[b + 1]]].any()) for b in range(len(offsets) - 1)],
             dtype=bool,
         )
-        if self.repair_epochs:
-            assert data.retain_x is not None
-            progress.add_total(self.repair_epochs * n_batches(len(data.retain_x), self.batch_size))
-        progress.add_total(1)
         deltas = state["deltas"]
-        total = deltas[torch.from_numpy(hit)].double().sum(dim=0)
-        theta = parameters_to_vector(model.parameters()).detach().double()
-        vector_to_parameters((theta - total.to(theta.device)).to(_param_dtype(model)), model.parameters())
-        progress.step()
-        notes = [
+        note = (
             f"subtracted {int(hit.sum())} recorded batch updates of {int(state['total_steps'])} training "
             "steps "
             f"({100 * hit.sum() / max(1, int(state['total_steps'])):.2f}%); "
             f"{len(hit) - int(hit.sum())} remain recorded "
-            f"({state_bytes(deltas[torch.from_numpy(~hit)]) / 1e6:.2f} MB)",
-        ]
-        touched: tuple[str, ...] = ("forget",)
-        if self.repair_epochs:
-            _repair(self, model, data, device, generator, progress)
-            touched = ("forget", "retain")
-            notes.append(f"repaired for {self.repair_epochs} epochs on the retain set")
-        progress.finish()
-        model.eval()
+            f"({state_bytes(deltas[torch.from_numpy(~hit)]) / 1e6:.2f} MB)"
+        )
         # the recorded batches that were subtracted are gone; their other sensitive samples stay
         # unlearnable only through the batches that remain
         keep = torch.from_numpy(~hit)
         kept_members = [members[offsets[b] : offsets[b + 1]] for b in np.flatnonzero(~hit)]
-        removed = state["removed"].clone()
-        removed[torch.from_numpy(forget)] = True
-        new_state = dict(state)
-        new_state.update(
-            steps=state["steps"][keep],
-            members=torch.from_numpy(np.concatenate(kept_members))
-            if kept_members
-            else torch.zeros(0, dtype=torch.long),
-            offsets=torch.tensor([0, *np.cumsum([len(m) for m in kept_members]).tolist()], dtype=torch.long),
-            deltas=deltas[keep],
-            removed=removed,
-            model_sha256=fingerprint_module(model),
+        return self._take_back(
+            model,
+            data,
+            state,
+            forget,
+            -deltas[torch.from_numpy(hit)].double().sum(dim=0),
+            note,
+            device=device,
+            generator=generator,
+            progress=progress,
+            changes={
+                "steps": state["steps"][keep],
+                "members": torch.from_numpy(np.concatenate(kept_members))
+                if kept_members
+                else torch.zeros(0, dtype=torch.long),
+                "offsets": torch.tensor(
+                    [0, *np.cumsum([len(m) for m in kept_members]).tolist()], dtype=torch.long
+                ),
+                "deltas": deltas[keep],
+            },
         )
-        return RunResult(model=model, touched=touched, notes=tuple(notes)), new_state
 
 
 def _param_dtype(model: nn.Module) -> torch.dtype:
@@ -413,10 +453,8 @@ class AmnesiacPerSample(_AmnesiacBase):
         p = sum(t.numel() for t in model.parameters())
         records = torch.zeros(len(marked), p, dtype=torch.float32, device=dev)
         opt = make_train_optimizer(model.parameters(), cfg)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        attack_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-        steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
-        total = steps_per_epoch * cfg.epochs
+        schedule = batch_schedule(n, cfg.batch_size, cfg.epochs, cfg.seed)
+        total = len(schedule)
         mu = float(cfg.momentum)
 
         def loss_one(params: dict, buffers: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
@@ -424,32 +462,20 @@ class AmnesiacPerSample(_AmnesiacBase):
             return F.cross_entropy(out, yi.unsqueeze(0))
 
         per_sample = vmap(grad(loss_one), in_dims=(None, None, 0, 0), randomness="different")
-        model.train()
-        step = 0
-        for _epoch in range(cfg.epochs):
-            order = torch.randperm(n, generator=gen)
-            for b in range(steps_per_epoch):
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x = train_set.x[idx].to(dev)
-                y = train_set.y[idx].to(dev)
-                x_in = _adversarial(model, x, y, cfg, attack_gen) if cfg.adversarial else x
-                hit = (slot[idx] >= 0).nonzero().flatten()
-                if hit.numel():
-                    params = {k: v.detach() for k, v in model.named_parameters()}
-                    buffers = {k: v.detach() for k, v in model.named_buffers()}
-                    grads = per_sample(params, buffers, x_in[hit.to(dev)].detach(), y[hit.to(dev)])
-                    flat = torch.cat([grads[k].reshape(hit.numel(), -1) for k in names], dim=1)
-                    remaining = total - step
-                    c = 1.0 if mu == 0 else (1 - mu**remaining) / (1 - mu)
-                    records.index_add_(0, slot[idx[hit]].to(dev), flat * (cfg.lr * c / len(idx)))
-                loss = F.cross_entropy(model(x_in), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                if progress is not None:
-                    progress(step, total)
-        model.eval()
+        for step, idx, x_in, y in _training_batches(model, train_set, cfg, schedule, dev, progress):
+            hit = (slot[idx] >= 0).nonzero().flatten()
+            if hit.numel():
+                params = {k: v.detach() for k, v in model.named_parameters()}
+                buffers = {k: v.detach() for k, v in model.named_buffers()}
+                grads = per_sample(params, buffers, x_in[hit.to(dev)].detach(), y[hit.to(dev)])
+                flat = torch.cat([grads[k].reshape(hit.numel(), -1) for k in names], dim=1)
+                remaining = total - step
+                c = 1.0 if mu == 0 else (1 - mu**remaining) / (1 - mu)
+                records.index_add_(0, slot[idx[hit]].to(dev), flat * (cfg.lr * c / len(idx)))
+            loss = F.cross_entropy(model(x_in), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         state = {
             "method": "amnesiac_per_sample",
             "version": STATE_VERSION,
@@ -473,37 +499,25 @@ class AmnesiacPerSample(_AmnesiacBase):
         generator: torch.Generator,
         progress: Progress,
     ) -> tuple[RunResult, dict]:
-        _check_model(model, state, self.name)
-        located = locate_forget(data, state["fingerprints"], state["removed"])
-        forget = located.indices
+        forget = self._sensitive_forget(model, data, state)
         sensitive = state["sensitive"].numpy()
-        _require_sensitive(forget, sensitive, self.name)
         slots = torch.from_numpy(np.searchsorted(sensitive, forget))
-        if self.repair_epochs:
-            assert data.retain_x is not None
-            progress.add_total(self.repair_epochs * n_batches(len(data.retain_x), self.batch_size))
-        progress.add_total(1)
-        total = _records(state, slots).double().sum(dim=0)
-        theta = parameters_to_vector(model.parameters()).detach().double()
-        vector_to_parameters((theta + total.to(theta.device)).to(_param_dtype(model)), model.parameters())
-        progress.step()
-        notes = [
+        note = (
             f"added back the recorded contributions of {len(forget)} samples "
             f"({state['storage']} records, {record_bytes(state) / 1e6:.2f} MB for {len(sensitive)} "
             "sensitive samples)"
-        ]
-        touched: tuple[str, ...] = ("forget",)
-        if self.repair_epochs:
-            _repair(self, model, data, device, generator, progress)
-            touched = ("forget", "retain")
-            notes.append(f"repaired for {self.repair_epochs} epochs on the retain set")
-        progress.finish()
-        model.eval()
-        removed = state["removed"].clone()
-        removed[torch.from_numpy(forget)] = True
-        new_state = dict(state)
-        new_state.update(removed=removed, model_sha256=fingerprint_module(model))
-        return RunResult(model=model, touched=touched, notes=tuple(notes)), new_state
+        )
+        return self._take_back(
+            model,
+            data,
+            state,
+            forget,
+            _records(state, slots).double().sum(dim=0),
+            note,
+            device=device,
+            generator=generator,
+            progress=progress,
+        )
 
 
 def _compress(records: torch.Tensor, storage: str, fraction: float) -> dict:

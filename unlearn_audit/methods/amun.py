@@ -14,12 +14,12 @@ from torch import nn
 from unlearn_audit.errors import ConfigError, DataError
 from unlearn_audit.methods._common import (
     Progress,
-    fit,
+    eval_mode,
+    fit_epochs,
     frozen_copy,
-    make_optimizer,
     model_dtype,
     n_batches,
-    trainable,
+    sgd_optimizer,
 )
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.registry import register_method
@@ -120,9 +120,7 @@ def build_adversarial_set(
     dtype = model_dtype(model)
     rounds = max_doublings + 1
     xs, ys, epss, succ = [], [], [], []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device=dev, dtype=dtype)
             yb = y[start : start + batch_size].to(dev)
@@ -134,8 +132,6 @@ def build_adversarial_set(
             epss.append(result[2].cpu())
             succ.append(result[3].cpu())
             logger.debug("adversarial search batch at %d: %d PGD steps", start, done_steps)
-    finally:
-        model.train(was_training)
     x_adv = torch.cat(xs)
     delta = (x_adv - x.detach().cpu().to(x_adv.dtype)).flatten(1).norm(dim=1)
     return AdversarialSet(
@@ -287,26 +283,23 @@ class _AmunBase(UnlearningMethod):
             touched = ("forget", "retain")
         x_train, y_train = torch.cat(parts_x), torch.cat(parts_y)
 
-        optimizer = make_optimizer(
-            trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
+        optimizer = sgd_optimizer(model, self)
         scheduler = torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=self.lr_step_epochs, gamma=self.lr_gamma
         )
-        fit(
+        fit_epochs(
+            self,
             model,
             x_train,
             y_train,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
             optimizer=optimizer,
             generator=generator,
             device=device,
             progress=progress,
+            count_steps=False,
             scheduler=scheduler,
             mask=mask,
         )
-        progress.finish()
         return RunResult(model=model, touched=touched, notes=tuple(notes))
 
 

@@ -43,32 +43,23 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError, ModelError
-from unlearn_audit.methods._common import Progress
-from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
-from unlearn_audit.methods.registry import register_method
-from unlearn_audit.methods.sisa import (
+from unlearn_audit.methods._common import Progress, eval_mode
+from unlearn_audit.methods._state import (
     STATE_VERSION,
     StatefulMethod,
+    batch_schedule,
     locate_forget,
+    mark_removed,
     rows_for,
     sample_fingerprints,
 )
+from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
+from unlearn_audit.methods.registry import register_method
 from unlearn_audit.training import TrainConfig
 
 __all__ = ["DeltaGrad", "ReplayResult", "batch_schedule", "deltagrad_replay", "lbfgs_hvp"]
 
 logger = logging.getLogger(__name__)
-
-
-def batch_schedule(n: int, batch_size: int, epochs: int, seed: int) -> list[torch.Tensor]:
-    """The index batch of every GD step: ``train_model``'s per-epoch permutations cut into batches."""
-    gen = torch.Generator().manual_seed(seed)
-    per_epoch = (n + batch_size - 1) // batch_size
-    out: list[torch.Tensor] = []
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        out.extend(order[b * batch_size : (b + 1) * batch_size] for b in range(per_epoch))
-    return out
 
 
 def lbfgs_hvp(s: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -314,9 +305,7 @@ class DeltaGrad(StatefulMethod):
             )
         dev = torch.device(device)
         model.to(dev)
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             obj = _Objective(model)
             n = len(train_set)
             bs = min(cfg.batch_size, n)
@@ -333,8 +322,6 @@ class DeltaGrad(StatefulMethod):
                 if progress is not None:
                     progress(t + 1, len(schedule))
             vector_to_parameters(w, model.parameters())
-        finally:
-            model.train(was_training)
         model.eval()
         state = {
             "method": "deltagrad",
@@ -388,9 +375,7 @@ class DeltaGrad(StatefulMethod):
         y[torch.from_numpy(deleted)] = data.forget_y[frows]
         total = len(state["grads"])
         progress.add_total(total)
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             result = deltagrad_replay(
                 model,
                 state,
@@ -403,8 +388,6 @@ class DeltaGrad(StatefulMethod):
                 device=device,
                 progress=progress.step,
             )
-        finally:
-            model.train(was_training)
         vector_to_parameters(result.weights[-1].to(device), model.parameters())
         progress.finish()
         if len(deleted) != len(data.forget_y):
@@ -417,8 +400,6 @@ class DeltaGrad(StatefulMethod):
             f"(T0={self.period}, j0={self.init}, m={self.history}); deleted {len(deleted)} of {len(alive)} "
             "samples",
         ]
-        removed = state["removed"].clone()
-        removed[torch.from_numpy(deleted)] = True
         new_state = dict(state)
-        new_state.update(removed=removed, weights=result.weights, grads=result.grads)
+        new_state.update(removed=mark_removed(state, deleted), weights=result.weights, grads=result.grads)
         return RunResult(model=model, touched=("forget", "retain"), notes=tuple(notes)), new_state

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from unlearn_audit.methods._common import Progress, fit, make_optimizer, n_batches, trainable
+from unlearn_audit.methods._common import Progress, sgd_finetune
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.registry import register_method
 
@@ -52,20 +52,7 @@ class Finetune(UnlearningMethod):
         progress: Progress,
     ) -> RunResult:
         assert data.retain_x is not None and data.retain_y is not None
-        optimizer = make_optimizer(
-            trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        sgd_finetune(
+            self, model, data.retain_x, data.retain_y, generator=generator, device=device, progress=progress
         )
-        progress.add_total(self.epochs * n_batches(len(data.retain_x), self.batch_size))
-        fit(
-            model,
-            data.retain_x,
-            data.retain_y,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=optimizer,
-            generator=generator,
-            device=device,
-            progress=progress,
-        )
-        progress.finish()
         return RunResult(model=model, touched=("retain",))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.methods._common import Progress, fit, make_optimizer, n_batches, trainable
+from unlearn_audit.methods._common import Progress, sgd_finetune
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.registry import register_method
 
@@ -56,21 +56,14 @@ class GradientAscent(UnlearningMethod):
         generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
-        optimizer = make_optimizer(
-            trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
-        progress.add_total(self.epochs * n_batches(len(data.forget_x), self.batch_size))
-        fit(
+        sgd_finetune(
+            self,
             model,
             data.forget_x,
             data.forget_y,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=optimizer,
             generator=generator,
             device=device,
             progress=progress,
             loss_fn=_negative_ce,
         )
-        progress.finish()
         return RunResult(model=model, touched=("forget",))

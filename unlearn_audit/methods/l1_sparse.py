@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from unlearn_audit.methods._common import Progress, fit, l1_norm, make_optimizer, n_batches, trainable
+from unlearn_audit.methods._common import Progress, l1_norm, sgd_finetune
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.registry import register_method
 
@@ -71,25 +71,18 @@ class L1Sparse(UnlearningMethod):
         progress: Progress,
     ) -> RunResult:
         assert data.retain_x is not None and data.retain_y is not None
-        optimizer = make_optimizer(
-            trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
 
         def penalty(m: nn.Module, epoch: int) -> torch.Tensor:
             return l1_alpha(self.alpha, epoch, self.epochs, self.no_l1_epochs) * l1_norm(m)
 
-        progress.add_total(self.epochs * n_batches(len(data.retain_x), self.batch_size))
-        fit(
+        sgd_finetune(
+            self,
             model,
             data.retain_x,
             data.retain_y,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=optimizer,
             generator=generator,
             device=device,
             progress=progress,
             penalty=penalty,
         )
-        progress.finish()
         return RunResult(model=model, touched=("retain",))

@@ -49,10 +49,16 @@ from torch import nn
 
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError, DataError, ModelError
-from unlearn_audit.methods._common import Progress
+from unlearn_audit.methods._common import Progress, eval_mode
+from unlearn_audit.methods._state import (
+    STATE_VERSION,
+    StatefulMethod,
+    locate_forget,
+    mark_removed,
+    sample_fingerprints,
+)
 from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
 from unlearn_audit.methods.registry import register_method
-from unlearn_audit.methods.sisa import STATE_VERSION, StatefulMethod, locate_forget, sample_fingerprints
 from unlearn_audit.models import register_arch
 from unlearn_audit.training import TrainConfig
 
@@ -306,11 +312,10 @@ def fit_bayes_logreg(
     yy = y.to(dev)
     d = x1.shape[1]
     shape = (num_classes, d)
-    var = prior_std**2
 
     def log_q(flat: torch.Tensor) -> torch.Tensor:
         theta = flat.view(-1, *shape)
-        prior = -0.5 * (theta * theta).sum(dim=(1, 2)) / var
+        prior = _log_prior(theta, prior_std)
         return (_loglik_batched(theta, x1, yy) + prior) / temperature
 
     gen = torch.Generator().manual_seed(seed)
@@ -339,6 +344,7 @@ def fit_bayes_logreg(
 
 
 def _log_prior(samples: torch.Tensor, prior_std: float) -> torch.Tensor:
+    """``log N(theta; 0, prior_std^2 I)`` up to a constant, per sample ``(K, C, D + 1) -> (K,)``, float64."""
     s = samples.double()
     return -0.5 * (s * s).sum(dim=(1, 2)) / prior_std**2
 
@@ -417,13 +423,8 @@ class McmcUnlearn(StatefulMethod):
             ``(BayesLogReg, {"method_state": state})``.
         """
         x, y = train_set.x, train_set.y
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                probe = model.to(device)(x[:1].to(device))
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad():
+            probe = model.to(device)(x[:1].to(device))
         num_classes = max(int(probe.shape[1]), int(y.max()) + 1)
         total = self.warmup + self.num_samples // self.chains
         prog = Progress(progress)
@@ -484,8 +485,7 @@ class McmcUnlearn(StatefulMethod):
             )
         progress.add_total(1)
         located = locate_forget(data, state["fingerprints"], state["removed"])
-        removed = state["removed"].clone()
-        removed[torch.from_numpy(located.indices)] = True
+        removed = mark_removed(state, located.indices)
         lw = _log_target_weights(state["loglik"], state["log_prior"], state["log_q"], removed)
         k = lw.numel()
         ess = effective_sample_size(lw)

@@ -9,14 +9,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from unlearn_audit.methods._common import (
-    Progress,
-    fit,
-    make_optimizer,
-    n_batches,
-    random_wrong_labels,
-    trainable,
-)
+from unlearn_audit.methods._common import Progress, random_wrong_labels, sgd_finetune
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.registry import register_method
 
@@ -62,25 +55,10 @@ class RandomLabel(UnlearningMethod):
         generator: torch.Generator,
         progress: Progress,
     ) -> RunResult:
-        optimizer = make_optimizer(
-            trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
         x, labels_for_epoch, touched = relabelled_mix(
             data, use_retain=self.retain == "use", generator=generator
         )
-        progress.add_total(self.epochs * n_batches(len(x), self.batch_size))
-        fit(
-            model,
-            x,
-            labels_for_epoch,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=optimizer,
-            generator=generator,
-            device=device,
-            progress=progress,
-        )
-        progress.finish()
+        sgd_finetune(self, model, x, labels_for_epoch, generator=generator, device=device, progress=progress)
         return RunResult(model=model, touched=touched)
 
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from unlearn_audit.methods._common import Progress, fit, make_optimizer, n_batches, reinitialize, trainable
+from unlearn_audit.methods._common import Progress, fit_epochs, make_optimizer, reinitialize, trainable
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.registry import register_method
 
@@ -66,17 +66,14 @@ class Retrain(UnlearningMethod):
             logger.warning(msg)
             notes.append(msg)
         optimizer = make_optimizer(trainable(model), kind="adam", lr=self.lr, weight_decay=self.weight_decay)
-        progress.add_total(self.epochs * n_batches(len(data.retain_x), self.batch_size))
-        fit(
+        fit_epochs(
+            self,
             model,
             data.retain_x,
             data.retain_y,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
             optimizer=optimizer,
             generator=generator,
             device=device,
             progress=progress,
         )
-        progress.finish()
         return RunResult(model=model, touched=("retain",), notes=tuple(notes))

@@ -13,11 +13,11 @@ from unlearn_audit.methods._common import (
     ParamMask,
     Progress,
     batches,
-    fit,
-    make_optimizer,
+    eval_mode,
+    fit_epochs,
     model_dtype,
     n_batches,
-    trainable,
+    sgd_optimizer,
 )
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.random_label import relabelled_mix
@@ -44,9 +44,7 @@ def saliency_mask(
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     grads = {name: torch.zeros_like(p) for name, p in params.items()}
     dtype = model_dtype(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for idx in batches(len(x), batch_size, shuffle=False):
             xb = x[idx.to(x.device)].to(device=device, dtype=dtype)
             yb = y[idx.to(y.device)].to(device)
@@ -55,8 +53,6 @@ def saliency_mask(
                 params.items(), torch.autograd.grad(loss, list(params.values())), strict=True
             ):
                 grads[name] += g
-    finally:
-        model.train(was_training)
     flat = torch.cat([g.abs().flatten() for g in grads.values()])
     k = int(len(flat) * ratio)
     keep_flat = torch.zeros(len(flat), dtype=torch.bool, device=flat.device)
@@ -131,22 +127,18 @@ class Salun(UnlearningMethod):
             model, data.forget_x, data.forget_y, ratio=self.ratio, device=device, batch_size=self.batch_size
         )
         progress.step(mask_steps)
-        optimizer = make_optimizer(
-            trainable(model), kind="sgd", lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
-        fit(
+        fit_epochs(
+            self,
             model,
             x,
             labels_for_epoch,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=optimizer,
+            optimizer=sgd_optimizer(model, self),
             generator=generator,
             device=device,
             progress=progress,
+            count_steps=False,
             mask=mask,
         )
-        progress.finish()
         share = float(sum(int(m.sum()) for m in mask.values())) / max(
             1, sum(m.numel() for m in mask.values())
         )

@@ -1,10 +1,10 @@
 """SISA: Sharded, Isolated, Sliced, Aggregated training (Bourtoule et al., IEEE S&P 2021).
 
-Also home of the pieces every *stateful* method shares (SISA, amnesiac, DeltaGrad, MCMC):
-:class:`StatefulMethod` (``unlearn(..., state=...)`` returning an updated state),
-:func:`sample_fingerprints` and :func:`locate_forget` (finding forget samples in the recorded
-training set by index or by content) and :func:`rows_for` (finding training samples in the
-retain set).
+The pieces every *stateful* method shares (SISA, amnesiac, DeltaGrad, MCMC) live in
+:mod:`unlearn_audit.methods._state` and are re-exported here: :class:`StatefulMethod`
+(``unlearn(..., state=...)`` returning an updated state), :func:`sample_fingerprints` and
+:func:`locate_forget` (finding forget samples in the recorded training set by index or by
+content) and :func:`rows_for` (finding training samples in the retain set).
 
 Training (``train_with_state``) splits the training set into ``S`` disjoint shards and each
 shard into ``R`` slices, and trains one isolated model per shard, slice by slice: slice ``r``
@@ -36,10 +36,8 @@ returns log-probabilities, so every metric and attack can treat it as a classifi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
@@ -50,17 +48,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.data import TensorSet
-from unlearn_audit.errors import ConfigError, DataError, ModelError
+from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.methods._common import Progress, clone_model, reinitialize, seeded
-from unlearn_audit.methods.base import (
-    ProgressFn,
-    RunResult,
-    UnlearnData,
-    UnlearningMethod,
-    UnlearnOutcome,
-    _check_outputs,
-    param,
+from unlearn_audit.methods._state import (
+    STATE_VERSION,
+    StatefulMethod,
+    locate_forget,
+    rows_for,
+    sample_fingerprints,
 )
+
+# Located and state_bytes lived here before _state.py; re-exported so old imports keep working.
+from unlearn_audit.methods._state import Located as Located
+from unlearn_audit.methods._state import state_bytes as state_bytes
+from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
 from unlearn_audit.methods.registry import register_method
 from unlearn_audit.models import build_model, register_arch
 from unlearn_audit.training import TrainConfig, train_model
@@ -78,242 +79,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
 VOTE_TIE_WEIGHT = 1e-3
-
-# =========================================================================== shared by stateful methods
-
-
-class StatefulMethod(UnlearningMethod):
-    """A method that needs state recorded while the original model was trained.
-
-    Subclasses implement ``train_with_state`` (called by ``unlearn-audit train --for-method NAME``)
-    and :meth:`_run_stateful`. Their :meth:`unlearn` takes the recorded ``state`` (the checkpoint's
-    ``extra["method_state"]``) and returns an :class:`UnlearnOutcome` whose ``state`` is the
-    updated state to save with the new model, so further requests can follow. The given state is
-    never modified.
-    """
-
-    needs_state: ClassVar[bool] = True
-
-    @property
-    def state_name(self) -> str:
-        """The ``state["method"]`` this method accepts."""
-        return self.name
-
-    def unlearn(  # type: ignore[override]
-        self,
-        model: nn.Module,
-        data: UnlearnData,
-        *,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        progress: ProgressFn | None = None,
-        state: dict | None = None,
-    ) -> UnlearnOutcome:
-        """Unlearn ``data``'s forget set from a copy of ``model`` using the recorded ``state``.
-
-        Args:
-            model: the model saved with ``state``; never modified.
-            data: forget set (and retain set when the method needs it); ``data.forget_indices``
-                locates the forget samples in the training set, else they are matched by content.
-            device: where to run; the returned model lives there.
-            seed: seeds whatever randomness the method uses; the caller's RNG is left as it was.
-            progress: optional ``progress(done, total)`` callback.
-            state: the state recorded by ``train_with_state`` (or returned by a previous request).
-
-        Raises:
-            ConfigError: no state, a state of another method or version, or a missing retain set.
-            DataError: a forget sample is not in the recorded training set or was already unlearned.
-            ModelError: ``model`` is not the model the state was recorded with.
-        """
-        if not isinstance(data, UnlearnData):
-            raise DataError(f"data must be an UnlearnData, got {type(data).__name__}")
-        if self.needs_retain and not data.has_retain:
-            raise ConfigError(self._missing_retain_message())
-        checked = self._check_state(state)
-        dev = torch.device(device)
-        start = time.perf_counter()
-        with seeded(seed, dev):
-            generator = torch.Generator().manual_seed(seed)
-            work = clone_model(model, dev)
-            _check_outputs(work, data, dev)
-            result, new_state = self._run_stateful(
-                work, data, checked, device=dev, generator=generator, progress=Progress(progress)
-            )
-        result.model.eval()
-        seconds = time.perf_counter() - start
-        logger.info("method %s finished in %.2f s (seed %d, device %s)", self.name, seconds, seed, dev)
-        return UnlearnOutcome(
-            model=result.model,
-            method=self.name,
-            params=self.params(),
-            seconds=seconds,
-            touched=result.touched,
-            notes=result.notes,
-            state=new_state,
-        )
-
-    def _check_state(self, state: object) -> dict:
-        how = f"train the original with `unlearn-audit train --for-method {self.state_name}`"
-        if state is None:
-            raise ConfigError(f"method {self.name!r} needs the state recorded during training; {how}")
-        if not isinstance(state, dict) or state.get("method") != self.state_name:
-            got = state.get("method") if isinstance(state, dict) else type(state).__name__
-            raise ConfigError(f"method {self.name!r} needs a {self.state_name!r} state, got {got!r}; {how}")
-        if state.get("version") != STATE_VERSION:
-            raise ConfigError(
-                f"method {self.name!r}: state version {state.get('version')!r} is not supported "
-                f"(expected {STATE_VERSION}); {how}"
-            )
-        return state
-
-    def _run(
-        self,
-        model: nn.Module,
-        data: UnlearnData,
-        *,
-        device: torch.device,
-        generator: torch.Generator,
-        progress: Progress,
-    ) -> RunResult:
-        raise ConfigError(f"method {self.name!r} needs the state recorded during training")
-
-    def _run_stateful(
-        self,
-        model: nn.Module,
-        data: UnlearnData,
-        state: dict,
-        *,
-        device: torch.device,
-        generator: torch.Generator,
-        progress: Progress,
-    ) -> tuple[RunResult, dict]:
-        """The algorithm: returns ``(RunResult, new_state)``; ``model`` is a private copy."""
-        raise NotImplementedError
-
-
-def sample_fingerprints(x: torch.Tensor, y: torch.Tensor, *, chunk: int = 4096) -> torch.Tensor:
-    """A 64-bit content hash per sample, to find training samples again without their indices.
-
-    The pixels are quantised to 16 bits (``round(x * 65535)``), so 8-bit images (values
-    ``k / 255``) hash identically however they were converted to float; the label is hashed too.
-
-    Args:
-        x: float tensor ``(N, ...)``.
-        y: int64 tensor ``(N,)``.
-
-    Returns:
-        int64 tensor ``(N,)`` (BLAKE2b, 8-byte digest).
-    """
-    n = len(y)
-    out = np.empty(n, dtype=np.int64)
-    labels = y.detach().cpu().to(torch.int64).numpy()
-    for start in range(0, n, chunk):
-        block = x[start : start + chunk].detach().cpu().reshape(min(chunk, n - start), -1).double()
-        q = torch.round(block * 65535).to(torch.int32).numpy()
-        for i, row in enumerate(q):
-            h = hashlib.blake2b(row.tobytes(), digest_size=8)
-            h.update(labels[start + i].tobytes())
-            out[start + i] = int.from_bytes(h.digest(), "little", signed=True)
-    return torch.from_numpy(out)
-
-
-@dataclass(frozen=True)
-class Located:
-    """Training indices of a forget set, and how many extra identical copies were included."""
-
-    indices: np.ndarray
-    duplicates: int
-
-
-def locate_forget(data: UnlearnData, fingerprints: torch.Tensor, removed: torch.Tensor) -> Located:
-    """The training indices of ``data``'s forget samples.
-
-    With ``data.forget_indices`` the indices are checked against the recorded fingerprints (so a
-    forget set drawn from another split or seed is refused). Without them each forget sample is
-    matched by content; every remaining training sample with identical content is included (the
-    conservative choice for exact unlearning), and :attr:`Located.duplicates` counts the extras.
-
-    Raises:
-        DataError: an index is out of range or does not match the recorded sample, a sample is
-            not in the recorded training set, or it was unlearned by an earlier request.
-    """
-    n = int(fingerprints.shape[0])
-    fps = sample_fingerprints(data.forget_x, data.forget_y)
-    done = removed.cpu().numpy().astype(bool)
-    if data.forget_indices is not None:
-        idx = data.forget_indices.cpu().numpy().astype(np.int64)
-        if int(idx.max()) >= n:
-            raise DataError(
-                f"forget index {int(idx.max())} is out of range: the recorded training set has {n}"
-            )
-        bad = np.flatnonzero(fingerprints.numpy()[idx] != fps.numpy())
-        if bad.size:
-            raise DataError(
-                f"{bad.size} forget samples differ from the training samples at their indices (first: forget "
-                f"sample {int(bad[0])} vs training index {int(idx[bad[0]])}); use the data, split seed and "
-                "forget seed the model was trained with"
-            )
-        again = idx[done[idx]]
-        if again.size:
-            raise DataError(
-                f"{again.size} forget samples were already unlearned (e.g. training index {int(again[0])})"
-            )
-        return Located(np.sort(idx), 0)
-    table: dict[int, list[int]] = {}
-    for i, f in enumerate(fingerprints.tolist()):
-        table.setdefault(f, []).append(i)
-    chosen: set[int] = set()
-    for k, f in enumerate(fps.tolist()):
-        hits = table.get(f, [])
-        live = [i for i in hits if not done[i]]
-        if not hits:
-            raise DataError(
-                f"forget sample {k} is not in the training set recorded in the state; pass the forget set "
-                "the "
-                "model was trained with (or its training indices)"
-            )
-        if not live:
-            raise DataError(f"forget sample {k} was already unlearned (training index {hits[0]})")
-        chosen.update(live)
-    idx = np.array(sorted(chosen), dtype=np.int64)
-    return Located(idx, int(idx.size - len(set(fps.tolist()))))
-
-
-def rows_for(
-    indices: np.ndarray, fingerprints: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, role: str = "retain"
-) -> torch.Tensor:
-    """Row numbers in ``(x, y)`` holding the training samples ``indices`` (matched by content).
-
-    Raises:
-        DataError: a training sample is missing from ``(x, y)``.
-    """
-    if len(indices) == 0:
-        return torch.zeros(0, dtype=torch.long)
-    table: dict[int, int] = {}
-    for row, f in enumerate(sample_fingerprints(x, y).tolist()):
-        table.setdefault(f, row)
-    wanted = fingerprints[torch.as_tensor(indices, dtype=torch.long)].tolist()
-    rows = [table.get(f, -1) for f in wanted]
-    missing = [int(indices[i]) for i, r in enumerate(rows) if r < 0]
-    if missing:
-        raise DataError(
-            f"the {role} set lacks {len(missing)} training samples the method must revisit (e.g. training "
-            f"index {missing[0]}); pass the full retain set the model was trained with"
-        )
-    return torch.tensor(rows, dtype=torch.long)
-
-
-def state_bytes(obj: object) -> int:
-    """Bytes held by the tensors in a (nested) state."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(state_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(state_bytes(v) for v in obj)
-    return 0
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -377,12 +143,16 @@ def _sisa_arch(
         build_model(base, num_classes=num_classes, input_shape=input_shape, **dict(base_kwargs or {}))
         for _ in range(shards)
     ]
-    ens = SisaEnsemble(members, aggregation)
+    return _record_arch(SisaEnsemble(members, aggregation), base, base_kwargs)
+
+
+def _record_arch(ens: SisaEnsemble, base: str, base_kwargs: dict | None) -> SisaEnsemble:
+    """``ens`` with ``arch_name`` and ``arch_kwargs`` set so that ``build_model`` can rebuild it."""
     ens.arch_name = "sisa"
     ens.arch_kwargs = {
         "base": base,
-        "shards": shards,
-        "aggregation": aggregation,
+        "shards": len(ens.members),
+        "aggregation": ens.aggregation,
         "base_kwargs": dict(base_kwargs or {}),
     }
     return ens
@@ -538,10 +308,8 @@ class Sisa(StatefulMethod):
         e = slice_epochs(cfg.epochs, self.slices)
         prog = Progress(progress)
         removed = np.zeros(n, dtype=bool)
-        for s in range(self.shards):
-            for r in range(self.slices):
-                k = _cumulative(shard_of, slice_of, removed, s, r).size
-                prog.add_total(e * math.ceil(k / cfg.batch_size))
+        first = dict.fromkeys(range(self.shards), 0)
+        prog.add_total(_slice_steps(shard_of, slice_of, removed, first, self.slices, cfg, e))
         members, checkpoints, work = [], [], []
         for s in range(self.shards):
             member = clone_model(model, dev)
@@ -575,13 +343,7 @@ class Sisa(StatefulMethod):
         prog.finish()
         ensemble = SisaEnsemble(members, self.aggregation)
         if arch is not None:
-            ensemble.arch_name = "sisa"
-            ensemble.arch_kwargs = {
-                "base": arch,
-                "shards": self.shards,
-                "aggregation": self.aggregation,
-                "base_kwargs": dict(arch_kwargs or {}),
-            }
+            _record_arch(ensemble, arch, arch_kwargs)
         ensemble.eval()
         state = {
             "method": "sisa",
@@ -648,10 +410,7 @@ class Sisa(StatefulMethod):
         row_of = np.full(len(shard_of), -1, dtype=np.int64)
         row_of[needed] = rows.numpy()
 
-        for s in affected:
-            for r in range(start_slice[s], slices):
-                k = _cumulative(shard_of, slice_of, removed, s, r).size
-                progress.add_total(e * math.ceil(k / cfg.batch_size))
+        progress.add_total(_slice_steps(shard_of, slice_of, removed, start_slice, slices, cfg, e))
         checkpoints = list(state["checkpoints"])
         work = [list(w) for w in state["work"]]
         total_work = sum(sum(w) for w in work)
@@ -700,6 +459,23 @@ def _cumulative(
 ) -> np.ndarray:
     """Training indices of slice ``slice_``'s cumulative set (slices 0..slice_), increasing."""
     return np.flatnonzero((shard_of == shard) & (slice_of <= slice_) & ~removed)
+
+
+def _slice_steps(
+    shard_of: np.ndarray,
+    slice_of: np.ndarray,
+    removed: np.ndarray,
+    first: dict[int, int],
+    slices: int,
+    cfg: TrainConfig,
+    epochs: int,
+) -> int:
+    """Batches :func:`_train_slices` trains on to run slices ``first[s]..slices-1`` of each shard ``s``."""
+    return sum(
+        epochs * math.ceil(_cumulative(shard_of, slice_of, removed, s, r).size / cfg.batch_size)
+        for s, r0 in first.items()
+        for r in range(r0, slices)
+    )
 
 
 def _train_slices(
