@@ -709,16 +709,16 @@ def train_reference_models(
         dev,
     )
     recipe = _Recipe(
-        make_model,
-        x.to(dev),
-        y.to(device=dev, dtype=torch.long),
-        seed_list,
-        epochs,
-        batch_size,
-        float(lr),
-        float(weight_decay),
-        dev,
-        progress,
+        make_model=make_model,
+        x=x.to(dev),
+        y=y.to(device=dev, dtype=torch.long),
+        seeds=seed_list,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=float(lr),
+        weight_decay=float(weight_decay),
+        device=dev,
+        progress=progress,
     )
     return _train_vmap(recipe) if chosen == "vmap" else _train_loop(recipe)
 

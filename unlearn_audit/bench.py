@@ -640,14 +640,20 @@ class BenchmarkResult:
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {
-            "kind": "unlearn-audit benchmark",
-            "config": self.config,
-            "rows": [dataclasses.asdict(r) for r in self.rows],
-            "runs": [dataclasses.asdict(r) for r in self.runs],
-            "notes": list(self.notes),
-            "provenance": self.provenance,
-        }
+        return result_dict("unlearn-audit benchmark", self, "runs")
+
+
+def result_dict(kind: str, result: Any, records: str) -> dict:
+    """The JSON form of a benchmark or study result: ``kind``, its ``config``, ``rows`` and the
+    per-seed records in field ``records`` (as lists of dicts), ``notes`` and ``provenance``."""
+    return {
+        "kind": kind,
+        "config": result.config,
+        "rows": [dataclasses.asdict(r) for r in result.rows],
+        records: [dataclasses.asdict(r) for r in getattr(result, records)],
+        "notes": list(result.notes),
+        "provenance": result.provenance,
+    }
 
 
 def _pct(value: float | None) -> float | None:

@@ -55,6 +55,7 @@ from unlearn_audit.bench import (
     quick_common,
     quick_or,
     render_csv,
+    result_dict,
     run_provenance,
     stat_cells,
     summarize,
@@ -215,14 +216,7 @@ class StudyResult:
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {
-            "kind": "unlearn-audit robustness-study",
-            "config": self.config,
-            "rows": [dataclasses.asdict(r) for r in self.rows],
-            "points": [dataclasses.asdict(p) for p in self.points],
-            "notes": list(self.notes),
-            "provenance": self.provenance,
-        }
+        return result_dict("unlearn-audit robustness-study", self, "points")
 
 
 def robustness_subset(n_test: int, samples: int, seed: int) -> np.ndarray:
