@@ -594,3 +594,28 @@ def test_label_only_gap_attack_matches_its_closed_form(setting: Setting) -> None
         assert auc == pytest.approx(0.5 * (1 + acc_f - acc_b), abs=1e-9)
     assert check.value == pytest.approx(result.models["unlearned"]["mia"]["label_only"]["auc"] - 0.5, abs=1e-6)
     assert check.status != FAIL  # an honest retrained model
+
+
+def test_reference_logits_go_through_the_signal_cache(setting: Setting, tmp_path) -> None:
+    """With a cache, a second audit against the same references computes no reference logits."""
+    from attacks.reference import SignalCache
+
+    class CountingCache(SignalCache):
+        computed = 0
+
+        def get_or_compute(self, model, x, y, compute_fn, *, key=""):
+            def counted(m, xx):
+                CountingCache.computed += 1
+                return compute_fn(m, xx)
+
+            return super().get_or_compute(model, x, y, counted, key=key)
+
+    refs = [setting.retrained.module, setting.honest.module]
+    cache = CountingCache(tmp_path / "signals")
+    first = evaluate(setting.original, setting.honest, setting.roles, retrained=setting.retrained,
+                     policy=AUDIT_POLICY, reference_models=refs, signal_cache=cache)
+    assert CountingCache.computed == 4  # 2 references x (forget, test)
+    second = evaluate(setting.original, setting.honest, setting.roles, retrained=setting.retrained,
+                      policy=AUDIT_POLICY, reference_models=refs, signal_cache=cache)
+    assert CountingCache.computed == 4
+    assert checks_of(first)["mia_reference"] == checks_of(second)["mia_reference"]

@@ -137,6 +137,12 @@ def _cache_root(cache_dir: str | Path | None) -> Path:
     return Path(base) / "unlearn-audit"
 
 
+def _signal_cache(cache_dir: str | Path | None):
+    from attacks.reference import SignalCache
+
+    return SignalCache(_cache_root(cache_dir) / "signals")
+
+
 def train_reference_set(
     original: LoadedModel,
     roles: Roles,
@@ -329,6 +335,7 @@ def evaluate_audit(
     result = evaluate(
         orig, unl, roles, retrained=ret, policy=policy, seed=seed, device=dev, reference_models=refs,
         reference_note=ref_note, robustness=robust_fn, label_only=label_only, progress=say,
+        signal_cache=_signal_cache(cache_dir) if refs else None,
         extra_provenance={
             "policy_file": str(policy_path) if policy_path else None,
             **({"command": command} if command else {}),

@@ -302,6 +302,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     reference_models: list[torch.nn.Module] | None = None,
     reference_note: str = "",
+    signal_cache: object | None = None,
     robustness: Callable[[torch.nn.Module], dict] | None = None,
     label_only: str | None = None,
     label_only_samples: int = 200,
@@ -460,6 +461,7 @@ def evaluate(
                         evals, reference_models, sets, nm_index, margin, n_boot, level, seed, device,
                         batch_size, powered, plots, models_out, reference_note,
                         two_sided if retrained is not None else None, policy.forget_accuracy_margin, notes,
+                        signal_cache,
                     )
                 )
                 mia_checked.append("mia_reference")
@@ -698,7 +700,7 @@ def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, 
 
 def _reference_check(
     evals, reference_models, sets, nm_index, margin, n_boot, level, seed, device, batch_size,
-    powered, plots, models_out, reference_note, two_sided, accuracy_margin, notes,
+    powered, plots, models_out, reference_note, two_sided, accuracy_margin, notes, signal_cache=None,
 ) -> Check:
     from attacks.reference import ulira_scores
 
@@ -707,7 +709,14 @@ def _reference_check(
     for ref in reference_models:
         for role, store in (("forget", ref_forget), ("test", ref_test)):
             s = sets[role]
-            logits = compute_logits(ref, s.x, batch_size=batch_size, device=device)
+
+            def logits_of(model, x):
+                return compute_logits(model, x, batch_size=batch_size, device=device)
+
+            if signal_cache is not None:  # reference logits are reused across audits of the same data
+                logits = signal_cache.get_or_compute(ref, s.x, s.y, logits_of, key=f"logits:{role}")
+            else:
+                logits = logits_of(ref, s.x)
             sig = compute_signals(logits, s.y)
             store.append(sig.logit_confidence)
             ref_correct[role].append(sig.predictions == sig.labels)
