@@ -52,7 +52,10 @@ def art_side(models: dict[str, torch.nn.Module], roles: Roles, robust: TensorSet
     start = time.perf_counter()
     for name, model in models.items():
         clf = PyTorchClassifier(
-            model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+            model=model,
+            loss=torch.nn.CrossEntropyLoss(),
+            input_shape=(1, 28, 28),
+            nb_classes=10,
             clip_values=(0.0, 1.0),
         )
         accs = {r: float((clf.predict(xs[r]).argmax(1) == ys[r]).mean()) for r in xs}
@@ -61,8 +64,16 @@ def art_side(models: dict[str, torch.nn.Module], roles: Roles, robust: TensorSet
         p_in = mia.infer(xs["forget"], ys["forget"], probabilities=True)[:, 0]
         p_out = mia.infer(xs["test"][half:], ys["test"][half:], probabilities=True)[:, 0]
         auc = roc_auc_score(np.r_[np.ones(len(p_in)), np.zeros(len(p_out))], np.r_[p_in, p_out])
-        pgd = ProjectedGradientDescent(clf, norm=np.inf, eps=0.3, eps_step=0.075, max_iter=10, num_random_init=1,
-                                       batch_size=256, verbose=False)
+        pgd = ProjectedGradientDescent(
+            clf,
+            norm=np.inf,
+            eps=0.3,
+            eps_step=0.075,
+            max_iter=10,
+            num_random_init=1,
+            batch_size=256,
+            verbose=False,
+        )
         x_adv = pgd.generate(robust.x.numpy(), y=robust.y.numpy())
         racc = float((clf.predict(x_adv).argmax(1) == robust.y.numpy()).mean())
         print(f"  ART {name:<9} acc {accs}  MIA AUC {auc:.3f}  PGD-10 R-ACC {racc:.3f}")
@@ -82,8 +93,10 @@ def ours(models: dict[str, torch.nn.Module], roles: Roles, robust: TensorSet) ->
     seconds = time.perf_counter() - start
     for name, m in result.models.items():
         pop = m["mia"]["population_gated"]
-        print(f"  ours {name:<9} acc {m['accuracy']}  MIA AUC {pop['auc']:.3f} ({pop['attack']})  "
-              f"PGD-10 R-ACC {m['robustness']['robust_accuracy']:.3f}")
+        print(
+            f"  ours {name:<9} acc {m['accuracy']}  MIA AUC {pop['auc']:.3f} ({pop['attack']})  "
+            f"PGD-10 R-ACC {m['robustness']['robust_accuracy']:.3f}"
+        )
     print(f"  ours per step: {result.timings}")
     return seconds
 
@@ -109,8 +122,10 @@ def main() -> None:
     measure_robustness(original, robust.subset(np.arange(8)), family="mnist", num_classes=10, steps=1)
     t_ours = ours(models, roles, robust)
     t_art = art_side(models, roles, robust)
-    print(f"\nunlearn-audit evaluate: {t_ours:.1f}s   ART: {t_art:.1f}s   "
-          f"speed-up (ART time / ours): {t_art / t_ours:.2f}x")
+    print(
+        f"\nunlearn-audit evaluate: {t_ours:.1f}s   ART: {t_art:.1f}s   "
+        f"speed-up (ART time / ours): {t_art / t_ours:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,11 @@ from unlearn_audit.training import default_config, train_model
 def fmt(res: AttackResult) -> str:
     ci = f"[{res.auc_ci[0]:.3f}, {res.auc_ci[1]:.3f}]" if res.auc_ci else "n/a"
     tpr = "n/a" if res.tpr_at_1pct_fpr is None else f"{res.tpr_at_1pct_fpr:.3f}"
-    tci = f"[{res.tpr_at_1pct_fpr_ci[0]:.3f}, {res.tpr_at_1pct_fpr_ci[1]:.3f}]" if res.tpr_at_1pct_fpr_ci else ""
+    tci = (
+        f"[{res.tpr_at_1pct_fpr_ci[0]:.3f}, {res.tpr_at_1pct_fpr_ci[1]:.3f}]"
+        if res.tpr_at_1pct_fpr_ci
+        else ""
+    )
     return f"AUC {res.auc:.3f} {ci}   TPR@1%FPR {tpr} {tci}"
 
 
@@ -41,8 +45,14 @@ def get_model(path: Path, train_set, seed: int) -> torch.nn.Module:
     cfg = default_config("cnn", "mnist", seed=seed)
     model = build_model("cnn", num_classes=10, input_shape=(1, 28, 28), seed=seed)
     train_model(model, train_set, cfg)
-    save_checkpoint(model, path, arch="cnn", num_classes=10, input_shape=(1, 28, 28),
-                    provenance={"train_config": cfg.to_dict()})
+    save_checkpoint(
+        model,
+        path,
+        arch="cnn",
+        num_classes=10,
+        input_shape=(1, 28, 28),
+        provenance={"train_config": cfg.to_dict()},
+    )
     return model
 
 
@@ -71,20 +81,28 @@ def main() -> None:
     times["logits + signals (2 models x 3 roles)"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pops = {n: population_attacks(sig[n, "forget"], sig[n, "retain"], sig[n, "test"], seed=0) for n in
-            ("original", "retrained")}
+    pops = {
+        n: population_attacks(sig[n, "forget"], sig[n, "retain"], sig[n, "test"], seed=0)
+        for n in ("original", "retrained")
+    }
     times["population attacks (7 attacks x 2 models, 1000 bootstrap)"] = time.perf_counter() - t
 
     print("\n== population attacks: forget (members) vs test half B (non-members)")
     for name, pop in pops.items():
         for attack, res in pop.all_results().items():
             print(f"  {name:<9} {attack:<28} {fmt(res)}")
-        print(f"  {name:<9} MIA-efficacy (share of forget called non-member): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in pop.mia_efficacy.items()))
+        print(
+            f"  {name:<9} MIA-efficacy (share of forget called non-member): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in pop.mia_efficacy.items())
+        )
 
     t = time.perf_counter()
-    pt = paired_test(sig["original", "forget"].logit_confidence, sig["retrained", "forget"].logit_confidence,
-                     sig["original", "test"].logit_confidence, sig["retrained", "test"].logit_confidence)
+    pt = paired_test(
+        sig["original", "forget"].logit_confidence,
+        sig["retrained", "forget"].logit_confidence,
+        sig["original", "test"].logit_confidence,
+        sig["retrained", "test"].logit_confidence,
+    )
     paired = evaluate_attack("paired", pt.forget_diffs, pt.test_diffs)
     times["paired test"] = time.perf_counter() - t
     print("\n== paired single-reference test (original minus retrained, forget vs test)")
@@ -95,18 +113,32 @@ def main() -> None:
 
     cfg = default_config("cnn", "mnist")
     t = time.perf_counter()
-    refs = train_reference_models(make, roles.retain.x, roles.retain.y, seeds=list(range(100, 100 + args.refs)),
-                                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, strategy="auto")
+    refs = train_reference_models(
+        make,
+        roles.retain.x,
+        roles.retain.y,
+        seeds=list(range(100, 100 + args.refs)),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        strategy="auto",
+    )
     times[f"train {args.refs} reference models (auto strategy)"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ref_sig = {role: [compute_signals(compute_logits(m, getattr(roles, role).x), getattr(roles, role).y)
-                      for m in refs] for role in ("forget", "test")}
+    ref_sig = {
+        role: [
+            compute_signals(compute_logits(m, getattr(roles, role).x), getattr(roles, role).y) for m in refs
+        ]
+        for role in ("forget", "test")
+    }
     ref_f = np.stack([s.logit_confidence for s in ref_sig["forget"]], 1)
     ref_t = np.stack([s.logit_confidence for s in ref_sig["test"]], 1)
     print(f"\n== U-LiRA (offline LiRA against {args.refs} reference models trained without the forget set)")
     for name in ("original", "retrained"):
-        f, te = ulira_scores(sig[name, "forget"].logit_confidence, ref_f, sig[name, "test"].logit_confidence, ref_t)
+        f, te = ulira_scores(
+            sig[name, "forget"].logit_confidence, ref_f, sig[name, "test"].logit_confidence, ref_t
+        )
         print(f"  {name:<9} {fmt(evaluate_attack('ulira', f, te))}")
     print(f"\n== RMIA (offline, a=0.3, population = test set, {args.refs} references)")
     pf = np.stack([s.confidence for s in ref_sig["forget"]], 1)
@@ -120,11 +152,20 @@ def main() -> None:
     times["U-LiRA + RMIA scoring"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    bench = benchmark_strategies(make, roles.retain.x, roles.retain.y, seeds=list(range(4)), epochs=1,
-                                 batch_size=cfg.batch_size, lr=cfg.lr)
+    bench = benchmark_strategies(
+        make,
+        roles.retain.x,
+        roles.retain.y,
+        seeds=list(range(4)),
+        epochs=1,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+    )
     times["vmap vs loop timing run (4 models, 1 epoch each way)"] = time.perf_counter() - t
-    print(f"\n== training 4 CNNs for 1 epoch: loop {bench.loop_seconds:.1f}s, vmap {bench.vmap_seconds:.1f}s, "
-          f"loop/vmap = {bench.speedup:.2f}x (max parameter difference {bench.max_abs_param_diff:.1e})")
+    print(
+        f"\n== training 4 CNNs for 1 epoch: loop {bench.loop_seconds:.1f}s, vmap {bench.vmap_seconds:.1f}s, "
+        f"loop/vmap = {bench.speedup:.2f}x (max parameter difference {bench.max_abs_param_diff:.1e})"
+    )
 
     print("\n== time per step")
     for step, sec in times.items():

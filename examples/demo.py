@@ -36,7 +36,9 @@ def run(args: list[str], *, allowed: tuple[int, ...] = (0,)) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     parser.add_argument("--forget", default="random:0.1", help="forget-set spec (default random:0.1)")
     parser.add_argument("--reference-models", type=int, default=8, help="U-LiRA reference models (default 8)")
@@ -50,17 +52,56 @@ def main() -> None:
     if args.fresh or not original.exists():
         run(["train", *common, "--arch", "cnn", "--out", str(original)])
     if args.fresh or not retrained.exists():
-        run(["train", *common, "--arch", "cnn", "--forget", args.forget, "--without-forget", "--out", str(retrained)])
-    run([
-        "unlearn", *common, "--method", "amun", "--model", str(original), "--forget", args.forget,
-        "--out", str(unlearned), *AMUN_SETTINGS,
-    ])
+        run(
+            [
+                "train",
+                *common,
+                "--arch",
+                "cnn",
+                "--forget",
+                args.forget,
+                "--without-forget",
+                "--out",
+                str(retrained),
+            ]
+        )
+    run(
+        [
+            "unlearn",
+            *common,
+            "--method",
+            "amun",
+            "--model",
+            str(original),
+            "--forget",
+            args.forget,
+            "--out",
+            str(unlearned),
+            *AMUN_SETTINGS,
+        ]
+    )
     code = run(
         [
-            "evaluate", *common, "--original", str(original), "--unlearned", str(unlearned),
-            "--retrained", str(retrained), "--forget", args.forget,
-            "--reference-models", str(args.reference_models), "--cache-dir", str(out / "cache"),
-            "--html", str(out / "audit.html"), "--json", str(out / "audit.json"), "--junit", str(out / "audit.xml"),
+            "evaluate",
+            *common,
+            "--original",
+            str(original),
+            "--unlearned",
+            str(unlearned),
+            "--retrained",
+            str(retrained),
+            "--forget",
+            args.forget,
+            "--reference-models",
+            str(args.reference_models),
+            "--cache-dir",
+            str(out / "cache"),
+            "--html",
+            str(out / "audit.html"),
+            "--json",
+            str(out / "audit.json"),
+            "--junit",
+            str(out / "audit.xml"),
         ],
         allowed=(0, 1, 3),
     )
@@ -71,7 +112,16 @@ def main() -> None:
 # for ~400 steps per epoch on CIFAR-10 and barely moves a model that sees ~30 steps per epoch;
 # see README, "AMUN on small models".
 AMUN_SETTINGS = [
-    "--set", "epochs=5", "--set", "lr=0.01", "--set", "lr_gamma=0.5", "--set", "batch_size=64", "--set", "attack_steps=10",
+    "--set",
+    "epochs=5",
+    "--set",
+    "lr=0.01",
+    "--set",
+    "lr_gamma=0.5",
+    "--set",
+    "batch_size=64",
+    "--set",
+    "attack_steps=10",
 ]
 
 

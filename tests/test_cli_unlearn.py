@@ -23,10 +23,27 @@ def original(tmp_path_factory):
 def test_unlearn_writes_a_checkpoint_with_its_provenance(run_cli, tmp_path, original):
     before = original.read_bytes()
     out = tmp_path / "sub" / "unlearned.pt"
-    code, stdout, err = run_cli([
-        "unlearn", "--method", "finetune", "--model", str(original), "--data", "digits", "--forget", "class:3",
-        "--out", str(out), "--set", "epochs=2", "--set", "lr=0.05", "--device", "cpu",
-    ])
+    code, stdout, err = run_cli(
+        [
+            "unlearn",
+            "--method",
+            "finetune",
+            "--model",
+            str(original),
+            "--data",
+            "digits",
+            "--forget",
+            "class:3",
+            "--out",
+            str(out),
+            "--set",
+            "epochs=2",
+            "--set",
+            "lr=0.05",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, err
     assert "unlearned with finetune" in stdout
     assert original.read_bytes() == before  # the input model is untouched
@@ -46,16 +63,43 @@ def test_methods_needing_retain_refuse_forget_only_access(run_cli, tmp_path, ori
     roles = make_roles(load_dataset("digits"), "random:20", seed=0)
     forget = write_npz("forget.npz", x=roles.forget.x.numpy(), y=roles.forget.y.numpy())
     out = tmp_path / "u.pt"
-    code, _, err = run_cli([
-        "unlearn", "--method", "finetune", "--model", str(original), "--forget-data", str(forget), "--out", str(out),
-    ])
+    code, _, err = run_cli(
+        [
+            "unlearn",
+            "--method",
+            "finetune",
+            "--model",
+            str(original),
+            "--forget-data",
+            str(forget),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2 and err.count("\n") == 1 and "needs the retain set" in err
     assert not out.exists()
     # AMUN runs with forget-only access when told so.
-    code, stdout, err = run_cli([
-        "unlearn", "--method", "amun", "--model", str(original), "--forget-data", str(forget), "--out", str(out),
-        "--set", "retain=none", "--set", "epochs=1", "--set", "attack_steps=5", "--device", "cpu",
-    ])
+    code, stdout, err = run_cli(
+        [
+            "unlearn",
+            "--method",
+            "amun",
+            "--model",
+            str(original),
+            "--forget-data",
+            str(forget),
+            "--out",
+            str(out),
+            "--set",
+            "retain=none",
+            "--set",
+            "epochs=1",
+            "--set",
+            "attack_steps=5",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, err
     assert np.isfinite(next(load_model(out).module.parameters()).detach().numpy()).all()
 
@@ -71,8 +115,20 @@ def test_methods_needing_retain_refuse_forget_only_access(run_cli, tmp_path, ori
 )
 def test_unlearn_input_errors_are_one_line(run_cli, tmp_path, original, args, fragment):
     out = tmp_path / "u.pt"
-    code, _, err = run_cli(["unlearn", "--model", str(original), "--data", "digits", "--forget", "class:3",
-                            "--out", str(out), *args])
+    code, _, err = run_cli(
+        [
+            "unlearn",
+            "--model",
+            str(original),
+            "--data",
+            "digits",
+            "--forget",
+            "class:3",
+            "--out",
+            str(out),
+            *args,
+        ]
+    )
     assert code == 2 and err.count("\n") == 1 and fragment in err, err
     assert not out.exists()
 

@@ -169,7 +169,9 @@ def test_state_dict_with_arch_round_trip(tmp_path, inputs, wrap):
     loaded = load_model(path, arch="mlp", num_classes=K, input_shape=SHAPE, arch_kwargs={"hidden": 16})
     assert loaded.format == "state_dict" and loaded.arch == "mlp"
     assert torch.equal(loaded.module(inputs), model(inputs))
-    with pytest.raises(ModelError, match=r"has no architecture; pass --arch \((?:\w+, )*cnn, logreg, mlp, resnet18"):
+    with pytest.raises(
+        ModelError, match=r"has no architecture; pass --arch \((?:\w+, )*cnn, logreg, mlp, resnet18"
+    ):
         load_model(path)
     with pytest.raises(ModelError, match=r"needs the number of classes and the input shape"):
         load_model(path, arch="mlp")

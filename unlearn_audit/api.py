@@ -6,11 +6,11 @@ import contextlib
 import inspect
 import logging
 import time
-
-import torch
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from unlearn_audit.data import Roles, TensorSet, load_dataset, make_roles
 from unlearn_audit.errors import ConfigError
@@ -91,7 +91,10 @@ def train_checkpoint(
         with progress_factory(f"training {arch} on {data}") as progress:
             train_model(model, train_set, cfg, device=dev, progress=progress)
     seconds = time.perf_counter() - start
-    accs = {"train": accuracy(model, train_set, device=dev), "test": accuracy(model, dataset.test, device=dev)}
+    accs = {
+        "train": accuracy(model, train_set, device=dev),
+        "test": accuracy(model, dataset.test, device=dev),
+    }
     if roles is not None:
         accs = {
             "forget": accuracy(model, roles.forget, device=dev),
@@ -168,7 +171,8 @@ def train_reference_set(
 
     if original.arch in ("sisa", "bayes_logreg"):
         raise ConfigError(
-            f"--reference-models cannot retrain a {original.arch!r} model with its own recipe; train reference "
+            f"--reference-models cannot retrain a {original.arch!r} model with its own recipe; "
+            "train reference "
             "models without the forget set yourself and pass --reference-dir"
         )
     if original.format != "native" or not original.arch:
@@ -179,8 +183,14 @@ def train_reference_set(
     recipe = original.metadata.get("provenance", {}).get("train_config")
     cfg = TrainConfig.from_dict(recipe) if isinstance(recipe, dict) else TrainConfig()
     key_src = json.dumps(
-        {"arch": original.arch, "kwargs": original.arch_kwargs, "cfg": cfg.to_dict(), "data": roles.retain.fingerprint(),
-         "classes": original.num_classes, "shape": list(original.input_shape or ())},
+        {
+            "arch": original.arch,
+            "kwargs": original.arch_kwargs,
+            "cfg": cfg.to_dict(),
+            "data": roles.retain.fingerprint(),
+            "classes": original.num_classes,
+            "shape": list(original.input_shape or ()),
+        },
         sort_keys=True,
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
@@ -190,31 +200,58 @@ def train_reference_set(
     missing = [s for s, p in zip(seeds, paths, strict=True) if not p.is_file()]
 
     def make():
-        return build_model(original.arch, num_classes=original.num_classes, input_shape=original.input_shape,
-                           **original.arch_kwargs)
+        return build_model(
+            original.arch,
+            num_classes=original.num_classes,
+            input_shape=original.input_shape,
+            **original.arch_kwargs,
+        )
 
     if missing:
         plain_adam = cfg.optimizer == "adam" and cfg.adversarial is None
         if plain_adam:
             strategy = resolve_strategy(make(), "auto")
             models = train_reference_models(
-                make, roles.retain.x, roles.retain.y, seeds=missing, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                lr=cfg.lr, weight_decay=cfg.weight_decay, device=device, strategy=strategy, progress=progress,
+                make,
+                roles.retain.x,
+                roles.retain.y,
+                seeds=missing,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                weight_decay=cfg.weight_decay,
+                device=device,
+                strategy=strategy,
+                progress=progress,
             )
         else:
             from dataclasses import replace
 
             models = []
             for s in missing:
-                m = build_model(original.arch, num_classes=original.num_classes, input_shape=original.input_shape,
-                                seed=s, **original.arch_kwargs)
+                m = build_model(
+                    original.arch,
+                    num_classes=original.num_classes,
+                    input_shape=original.input_shape,
+                    seed=s,
+                    **original.arch_kwargs,
+                )
                 train_model(m, roles.retain, replace(cfg, seed=s), device=device)
                 models.append(m)
         for s, m in zip(missing, models, strict=True):
             save_checkpoint(
-                m, folder / f"ref-{s}.pt", arch=original.arch, num_classes=original.num_classes,
-                input_shape=original.input_shape, arch_kwargs=original.arch_kwargs,
-                provenance={"role": "reference", "seed": s, "train_config": cfg.to_dict(), "trained_on": "retain"},
+                m,
+                folder / f"ref-{s}.pt",
+                arch=original.arch,
+                num_classes=original.num_classes,
+                input_shape=original.input_shape,
+                arch_kwargs=original.arch_kwargs,
+                provenance={
+                    "role": "reference",
+                    "seed": s,
+                    "train_config": cfg.to_dict(),
+                    "trained_on": "retain",
+                },
             )
     refs = [load_model(p, device=device).module for p in paths]
     cached = count - len(missing)
@@ -247,7 +284,9 @@ def resolve_roles(
             raise ConfigError("--forget goes with --data; the role files already name the forget set")
         return load_role_files(forget_data, retain_data, test_data)  # type: ignore[arg-type]
     if any(files):
-        missing = [n for n, f in zip(("--forget-data", "--retain-data", "--test-data"), files, strict=True) if not f]
+        missing = [
+            n for n, f in zip(("--forget-data", "--retain-data", "--test-data"), files, strict=True) if not f
+        ]
         raise ConfigError(f"role files need all three; missing {', '.join(missing)}")
     raise ConfigError("name the data: --data DATA --forget SPEC, or --forget-data/--retain-data/--test-data")
 
@@ -306,7 +345,9 @@ def evaluate_audit(
     roles = resolve_roles(data, forget, forget_data, retain_data, test_data, seed=seed, split_seed=split_seed)
 
     def load(path):
-        return load_model(path, arch=arch, num_classes=roles.num_classes, input_shape=roles.input_shape, device=dev)
+        return load_model(
+            path, arch=arch, num_classes=roles.num_classes, input_shape=roles.input_shape, device=dev
+        )
 
     orig = load(original)
     unl = load(unlearned)
@@ -314,14 +355,21 @@ def evaluate_audit(
     for name, m in (("original", orig), ("unlearned", unl), ("retrained", ret)):
         if m is not None and m.num_classes is not None and m.num_classes < roles.num_classes:
             raise ConfigError(
-                f"the {name} model has {m.num_classes} classes but the data has labels up to {roles.num_classes - 1}"
+                f"the {name} model has {m.num_classes} classes but the data has labels up to "
+                f"{roles.num_classes - 1}"
             )
 
     refs, ref_note = None, ""
     if reference_models:
         with progress_factory(f"training {reference_models} reference models") as progress:
             refs, ref_note = train_reference_set(
-                orig, roles, count=reference_models, seed=seed, device=dev, cache_dir=cache_dir, progress=progress
+                orig,
+                roles,
+                count=reference_models,
+                seed=seed,
+                device=dev,
+                cache_dir=cache_dir,
+                progress=progress,
             )
     elif reference_dir:
         refs = load_reference_dir(reference_dir, orig, dev)
@@ -329,12 +377,23 @@ def evaluate_audit(
 
     robust_fn = None
     if robustness:
-        robust_fn = _robustness_measure(roles, samples=robust_samples, eps=robust_eps, steps=robust_steps,
-                                        seed=seed, device=dev)
+        robust_fn = _robustness_measure(
+            roles, samples=robust_samples, eps=robust_eps, steps=robust_steps, seed=seed, device=dev
+        )
 
     result = evaluate(
-        orig, unl, roles, retrained=ret, policy=policy, seed=seed, device=dev, reference_models=refs,
-        reference_note=ref_note, robustness=robust_fn, label_only=label_only, progress=say,
+        orig,
+        unl,
+        roles,
+        retrained=ret,
+        policy=policy,
+        seed=seed,
+        device=dev,
+        reference_models=refs,
+        reference_note=ref_note,
+        robustness=robust_fn,
+        label_only=label_only,
+        progress=say,
         signal_cache=_signal_cache(cache_dir) if refs else None,
         extra_provenance={
             "policy_file": str(policy_path) if policy_path else None,
@@ -351,7 +410,9 @@ def evaluate_audit(
     return EvaluateOutputs(result, result["verdict"], written)
 
 
-def _robustness_measure(roles: Roles, *, samples: int, eps: float | None, steps: int | None, seed: int, device):
+def _robustness_measure(
+    roles: Roles, *, samples: int, eps: float | None, steps: int | None, seed: int, device
+):
     """A closure measuring clean and PGD robust accuracy on a fixed subset of the test set."""
     import numpy as np
 
@@ -362,8 +423,16 @@ def _robustness_measure(roles: Roles, *, samples: int, eps: float | None, steps:
     subset = roles.test.subset(idx)
 
     def measure(module):
-        return measure_robustness(module, subset, family=roles.family, num_classes=roles.num_classes,
-                                  eps=eps, steps=steps, seed=seed, device=device)
+        return measure_robustness(
+            module,
+            subset,
+            family=roles.family,
+            num_classes=roles.num_classes,
+            eps=eps,
+            steps=steps,
+            seed=seed,
+            device=device,
+        )
 
     return measure
 
@@ -383,7 +452,10 @@ class UnlearnSummary:
 
     def summary(self) -> str:
         accs = ", ".join(f"{k} {v:.2%}" for k, v in self.accuracy.items())
-        lines = [f"unlearned with {self.method} in {self.seconds:.1f}s (touched: {', '.join(self.touched)}): {accs}"]
+        lines = [
+            f"unlearned with {self.method} in {self.seconds:.1f}s "
+            f"(touched: {', '.join(self.touched)}): {accs}"
+        ]
         lines += [f"  note: {n}" for n in self.notes]
         lines.append(f"wrote {self.out} (sha256 {self.sha256[:16]}...)")
         return "\n".join(lines)
@@ -420,7 +492,9 @@ def unlearn_checkpoint(
     test = None
     data_prov: dict
     if data is not None or (forget_data and retain_data and test_data):
-        roles = resolve_roles(data, forget, forget_data, retain_data, test_data, seed=seed, split_seed=split_seed)
+        roles = resolve_roles(
+            data, forget, forget_data, retain_data, test_data, seed=seed, split_seed=split_seed
+        )
         fx, fy, rx, ry, test = roles.forget.x, roles.forget.y, roles.retain.x, roles.retain.y, roles.test
         num_classes, shape, data_prov = roles.num_classes, roles.input_shape, roles.provenance
     elif forget_data is not None:
@@ -432,9 +506,14 @@ def unlearn_checkpoint(
         rx, ry = (rset.x, rset.y) if rset is not None else (None, None)
         num_classes = int(max(int(fy.max()), int(ry.max()) if ry is not None else 0) + 1)
         shape = tuple(fx.shape[1:])
-        data_prov = {"forget_file": str(forget_data), "retain_file": str(retain_data) if retain_data else None}
+        data_prov = {
+            "forget_file": str(forget_data),
+            "retain_file": str(retain_data) if retain_data else None,
+        }
     else:
-        raise ConfigError("name the data: --data DATA --forget SPEC, or --forget-data F.npz [--retain-data R.npz]")
+        raise ConfigError(
+            "name the data: --data DATA --forget SPEC, or --forget-data F.npz [--retain-data R.npz]"
+        )
 
     loaded = load_model(model, arch=arch, num_classes=num_classes, input_shape=shape, device=dev)
     if loaded.arch is None:
@@ -486,9 +565,15 @@ def unlearn_checkpoint(
     if new_state:
         extra["method_state"] = new_state
     sha = save_checkpoint(
-        outcome.model, out, arch=loaded.arch, num_classes=loaded.num_classes or num_classes,
-        input_shape=loaded.input_shape or shape, arch_kwargs=loaded.arch_kwargs, provenance=provenance, extra=extra,
+        outcome.model,
+        out,
+        arch=loaded.arch,
+        num_classes=loaded.num_classes or num_classes,
+        input_shape=loaded.input_shape or shape,
+        arch_kwargs=loaded.arch_kwargs,
+        provenance=provenance,
+        extra=extra,
     )
-    return UnlearnSummary(str(out), sha, outcome.method, outcome.seconds, outcome.touched, outcome.notes, accs)
-
-
+    return UnlearnSummary(
+        str(out), sha, outcome.method, outcome.seconds, outcome.touched, outcome.notes, accs
+    )

@@ -283,7 +283,9 @@ def _check_model_fits(name: str, model: LoadedModel, roles: Roles, device: torch
         model.module.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != probe.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"{name} model {model.path} must return logits of shape (batch, classes), got {shape}")
+        raise ModelError(
+            f"{name} model {model.path} must return logits of shape (batch, classes), got {shape}"
+        )
     if out.shape[1] < roles.num_classes:
         raise ModelError(
             f"{name} model {model.path} has {out.shape[1]} outputs but the data has labels up to "
@@ -343,7 +345,9 @@ def evaluate(
     # ------------------------------------------------------------ accuracies
     forget_classes = set(roles.forget_classes)
     test_y = roles.test.y.numpy()
-    in_forget_classes = np.isin(test_y, list(forget_classes)) if forget_classes else np.zeros(len(test_y), bool)
+    in_forget_classes = (
+        np.isin(test_y, list(forget_classes)) if forget_classes else np.zeros(len(test_y), bool)
+    )
     models_out: dict[str, dict] = {}
     correct: dict[str, dict[str, np.ndarray]] = {}
     with timer.step("accuracy"):
@@ -383,7 +387,9 @@ def evaluate(
     # so membership tests judge only the remembering direction.
     two_sided = retrained is not None
     if retrained is not None and not forget_classes:
-        gap_rt, ci_rt = proportion_difference_ci(correct["retrained"]["forget"], correct["retrained"]["test"], level=level)
+        gap_rt, ci_rt = proportion_difference_ci(
+            correct["retrained"]["forget"], correct["retrained"]["test"], level=level
+        )
         if ci_rt[1] < -policy.forget_accuracy_margin:
             two_sided = False
             notes.append(
@@ -405,7 +411,8 @@ def evaluate(
         )
     if len(roles.forget) < MIN_MEMBERS:
         notes.append(
-            f"only {len(roles.forget)} forget examples: membership tests need at least {MIN_MEMBERS} to say anything"
+            f"only {len(roles.forget)} forget examples: membership tests need at least {MIN_MEMBERS} "
+            "to say anything"
         )
     elif len(nm_index) < 2 * MIN_NONMEMBERS:
         notes.append(
@@ -436,12 +443,16 @@ def evaluate(
             for name, pop in pops.items():
                 res = pop.all_results()[chosen]
                 models_out[name]["mia"]["population_gated"] = {
-                    "attack": chosen, "auc": _r(res.auc), "auc_ci": _ci(res.auc_ci),
+                    "attack": chosen,
+                    "auc": _r(res.auc),
+                    "auc_ci": _ci(res.auc_ci),
                     "tpr_at_1pct_fpr": _r(res.tpr_at_1pct_fpr) if res.tpr_at_1pct_fpr is not None else None,
                 }
                 plots["roc"].setdefault("population", {})[name] = _roc(res)
             checks.append(
-                _population_check(pops, chosen, margin, n_boot, level, seed, powered, two_sided, baseline_fair)
+                _population_check(
+                    pops, chosen, margin, n_boot, level, seed, powered, two_sided, baseline_fair
+                )
             )
             mia_checked.append("mia_population")
 
@@ -449,7 +460,9 @@ def evaluate(
             say("paired test against the retrained model")
             with timer.step("mia_paired"):
                 checks.append(
-                    _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out, two_sided)
+                    _paired_check(
+                        evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out, two_sided
+                    )
                 )
                 mia_checked.append("mia_paired")
 
@@ -458,9 +471,23 @@ def evaluate(
             with timer.step("mia_reference"):
                 checks.append(
                     _reference_check(
-                        evals, reference_models, sets, nm_index, margin, n_boot, level, seed, device,
-                        batch_size, powered, plots, models_out, reference_note,
-                        two_sided if retrained is not None else None, policy.forget_accuracy_margin, notes,
+                        evals,
+                        reference_models,
+                        sets,
+                        nm_index,
+                        margin,
+                        n_boot,
+                        level,
+                        seed,
+                        device,
+                        batch_size,
+                        powered,
+                        plots,
+                        models_out,
+                        reference_note,
+                        two_sided if retrained is not None else None,
+                        policy.forget_accuracy_margin,
+                        notes,
                         signal_cache,
                     )
                 )
@@ -471,8 +498,22 @@ def evaluate(
             with timer.step("mia_label_only"):
                 checks.append(
                     _label_only_check(
-                        evals, sets, nm_index, split, label_only, label_only_samples, roles, margin, n_boot,
-                        level, seed, device, powered, plots, models_out, baseline_fair,
+                        evals,
+                        sets,
+                        nm_index,
+                        split,
+                        label_only,
+                        label_only_samples,
+                        roles,
+                        margin,
+                        n_boot,
+                        level,
+                        seed,
+                        device,
+                        powered,
+                        plots,
+                        models_out,
+                        baseline_fair,
                     )
                 )
                 mia_checked.append("mia_label_only")
@@ -532,7 +573,8 @@ def evaluate(
                 FAIL if unchanged else PASS,
                 od["parameters"]["l2"],
                 0.0,
-                "the unlearned model is identical to the original (same parameters or same outputs on every example)"
+                "the unlearned model is identical to the original "
+                "(same parameters or same outputs on every example)"
                 if unchanged
                 else "the unlearned model differs from the original",
                 group="integrity",
@@ -550,9 +592,7 @@ def evaluate(
 
     # ------------------------------------------------------------ histograms for the report
     for name, ev in evals.items():
-        plots["histograms"][name] = _histogram(
-            {r: ev.signals[r].logit_confidence for r in ROLES}
-        )
+        plots["histograms"][name] = _histogram({r: ev.signals[r].logit_confidence for r in ROLES})
 
     verdict = decide_verdict(checks)
     data_info = {
@@ -604,12 +644,22 @@ def _population_check(
         ret = pops["retrained"].all_results()[attack]
         base_desc = "the retrained model"
         excess, ci = auc_difference(
-            unl.member_scores, unl.nonmember_scores, ret.member_scores, ret.nonmember_scores,
-            n_bootstrap=n_boot, level=level, seed=seed,
+            unl.member_scores,
+            unl.nonmember_scores,
+            ret.member_scores,
+            ret.nonmember_scores,
+            n_bootstrap=n_boot,
+            level=level,
+            seed=seed,
         )
         p_excess, p_ci = auc_difference(
-            orig.member_scores, orig.nonmember_scores, ret.member_scores, ret.nonmember_scores,
-            n_bootstrap=n_boot, level=level, seed=seed,
+            orig.member_scores,
+            orig.nonmember_scores,
+            ret.member_scores,
+            ret.nonmember_scores,
+            n_bootstrap=n_boot,
+            level=level,
+            seed=seed,
         )
         two_sided = two_sided_allowed
     else:
@@ -623,15 +673,27 @@ def _population_check(
     if power and baseline_fair:
         powered.append("mia_population")
     power_detail = (
-        f"attack {attack} reaches AUC {orig.auc:.3f} on the original model (excess {p_excess:+.3f} over {base_desc})"
+        f"attack {attack} reaches AUC {orig.auc:.3f} on the original model "
+        f"(excess {p_excess:+.3f} over {base_desc})"
     )
     gain, gain_ci = auc_difference(
-        orig.member_scores, orig.nonmember_scores, unl.member_scores, unl.nonmember_scores,
-        n_bootstrap=n_boot, level=level, seed=seed,
+        orig.member_scores,
+        orig.nonmember_scores,
+        unl.member_scores,
+        unl.nonmember_scores,
+        n_bootstrap=n_boot,
+        level=level,
+        seed=seed,
     )
     status, reason = judge_excess(
-        excess, ci, margin=margin, two_sided=two_sided, power=power, power_detail=power_detail,
-        gain=gain, gain_ci=gain_ci,
+        excess,
+        ci,
+        margin=margin,
+        two_sided=two_sided,
+        power=power,
+        power_detail=power_detail,
+        gain=gain,
+        gain_ci=gain_ci,
     )
     return Check(
         "mia_population",
@@ -665,7 +727,9 @@ def calibration_residuals(
     return forget_score - (a + b * forget_ref), test_score - (a + b * test_ref)
 
 
-def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out, two_sided) -> Check:
+def _paired_check(
+    evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out, two_sided
+) -> Check:
     from attacks.paired import paired_test
 
     ret = evals["retrained"].signals
@@ -679,10 +743,18 @@ def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, 
             ret["test"].logit_confidence[nm_index],
         )
         f_res, t_res = calibration_residuals(
-            pt.forget_diffs, ret["forget"].logit_confidence, pt.test_diffs, ret["test"].logit_confidence[nm_index]
+            pt.forget_diffs,
+            ret["forget"].logit_confidence,
+            pt.test_diffs,
+            ret["test"].logit_confidence[nm_index],
         )
         results[name] = evaluate_attack(
-            "paired/logit_confidence", f_res, t_res, n_bootstrap=n_boot, level=level, seed=seed,
+            "paired/logit_confidence",
+            f_res,
+            t_res,
+            n_bootstrap=n_boot,
+            level=level,
+            seed=seed,
             notes=("unlearned-minus-retrained logit confidence, calibration-adjusted on test examples",),
         )
         models_out[name].setdefault("mia", {})["paired"] = {
@@ -692,15 +764,38 @@ def _paired_check(evals, nm_index, margin, n_boot, level, seed, powered, plots, 
         }
         plots["roc"].setdefault("paired", {})[name] = _roc(results[name])
     return _check_against_half(
-        "mia_paired", results, margin=margin, n_boot=n_boot, level=level, seed=seed, two_sided=two_sided,
-        powered=powered, power_detail="the original model scores AUC {auc:.3f} on the same test",
+        "mia_paired",
+        results,
+        margin=margin,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        two_sided=two_sided,
+        powered=powered,
+        power_detail="the original model scores AUC {auc:.3f} on the same test",
         describe="unlearned-minus-retrained confidence, forget vs test",
     )
 
 
 def _reference_check(
-    evals, reference_models, sets, nm_index, margin, n_boot, level, seed, device, batch_size,
-    powered, plots, models_out, reference_note, two_sided, accuracy_margin, notes, signal_cache=None,
+    evals,
+    reference_models,
+    sets,
+    nm_index,
+    margin,
+    n_boot,
+    level,
+    seed,
+    device,
+    batch_size,
+    powered,
+    plots,
+    models_out,
+    reference_note,
+    two_sided,
+    accuracy_margin,
+    notes,
+    signal_cache=None,
 ) -> Check:
     from attacks.reference import ulira_scores
 
@@ -730,8 +825,9 @@ def _reference_check(
         two_sided = not ci[1] < -accuracy_margin
         if not two_sided:
             notes.append(
-                f"reference models get the forget set {-gap:.3f} less often right than test data (mislabeled or "
-                "poisoned forget data?): the U-LiRA test judges only whether the forget set is still recognised"
+                f"reference models get the forget set {-gap:.3f} less often right than test data "
+                "(mislabeled or poisoned forget data?): the U-LiRA test judges only whether the forget "
+                "set is still recognised"
             )
     results = {}
     for name in [n for n in ("original", "unlearned", "retrained") if n in evals]:
@@ -741,7 +837,12 @@ def _reference_check(
         )
         f_res, t_res = calibration_residuals(f_scores, ref_f.mean(axis=1), t_scores, ref_t.mean(axis=1))
         results[name] = evaluate_attack(
-            "reference/ulira", f_res, t_res, n_bootstrap=n_boot, level=level, seed=seed,
+            "reference/ulira",
+            f_res,
+            t_res,
+            n_bootstrap=n_boot,
+            level=level,
+            seed=seed,
             notes=("offline LiRA score per example, calibration-adjusted on test examples",),
         )
         models_out[name].setdefault("mia", {})["reference"] = {
@@ -751,15 +852,36 @@ def _reference_check(
         plots["roc"].setdefault("reference", {})[name] = _roc(results[name])
     note = f" ({reference_note})" if reference_note else ""
     return _check_against_half(
-        "mia_reference", results, margin=margin, n_boot=n_boot, level=level, seed=seed, two_sided=two_sided,
-        powered=powered, power_detail="the original model scores AUC {auc:.3f} against the same references",
+        "mia_reference",
+        results,
+        margin=margin,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        two_sided=two_sided,
+        powered=powered,
+        power_detail="the original model scores AUC {auc:.3f} against the same references",
         describe=f"U-LiRA over {len(reference_models)} reference models{note}",
     )
 
 
 def _label_only_check(
-    evals, sets, nm_index, split, method, samples, roles, margin, n_boot, level, seed, device, powered, plots,
-    models_out, baseline_fair,
+    evals,
+    sets,
+    nm_index,
+    split,
+    method,
+    samples,
+    roles,
+    margin,
+    n_boot,
+    level,
+    seed,
+    device,
+    powered,
+    plots,
+    models_out,
+    baseline_fair,
 ) -> Check:
     """ART's label-only attack (for models that expose only labels), judged like the others.
 
@@ -774,30 +896,55 @@ def _label_only_check(
         return np.sort(rng.choice(n, size=min(n, samples), replace=False))
 
     idx_a, idx_b = nm_index[split[0]], nm_index[split[1]]
-    r_idx, a_idx, f_idx, b_idx = pick(len(sets["retain"])), idx_a[pick(len(idx_a))], pick(len(sets["forget"])), idx_b
+    r_idx, a_idx, f_idx, b_idx = (
+        pick(len(sets["retain"])),
+        idx_a[pick(len(idx_a))],
+        pick(len(sets["forget"])),
+        idx_b,
+    )
     b_idx = b_idx[pick(len(b_idx))]
     test = sets["test"]
     results = {}
     for name in ("original", "unlearned"):
         member, nonmember = label_only_attack(
             evals[name].loaded.module,
-            sets["retain"].x[r_idx], sets["retain"].y[r_idx], test.x[a_idx], test.y[a_idx],
-            sets["forget"].x[f_idx], sets["forget"].y[f_idx], test.x[b_idx], test.y[b_idx],
-            method=method, num_classes=roles.num_classes, input_shape=roles.input_shape, device=device, seed=seed,
+            sets["retain"].x[r_idx],
+            sets["retain"].y[r_idx],
+            test.x[a_idx],
+            test.y[a_idx],
+            sets["forget"].x[f_idx],
+            sets["forget"].y[f_idx],
+            test.x[b_idx],
+            test.y[b_idx],
+            method=method,
+            num_classes=roles.num_classes,
+            input_shape=roles.input_shape,
+            device=device,
+            seed=seed,
         )
-        results[name] = evaluate_attack(f"label_only/{method}", member, nonmember, n_bootstrap=n_boot, level=level,
-                                        seed=seed)
+        results[name] = evaluate_attack(
+            f"label_only/{method}", member, nonmember, n_bootstrap=n_boot, level=level, seed=seed
+        )
         models_out[name].setdefault("mia", {})["label_only"] = results[name].to_dict()
         plots["roc"].setdefault("label_only", {})[name] = _roc(results[name])
     check = _check_against_half(
-        "mia_label_only", results, margin=margin, n_boot=n_boot, level=level, seed=seed, two_sided=False,
-        powered=powered if baseline_fair else [], power_detail="the original model scores AUC {auc:.3f}",
+        "mia_label_only",
+        results,
+        margin=margin,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        two_sided=False,
+        powered=powered if baseline_fair else [],
+        power_detail="the original model scores AUC {auc:.3f}",
         describe=f"ART label-only {method} attack, forget vs unseen test",
     )
     if not baseline_fair:
         from dataclasses import replace
 
-        check = replace(check, gating=False, detail=check.detail + " (advisory: forget set not known to be random)")
+        check = replace(
+            check, gating=False, detail=check.detail + " (advisory: forget set not known to be random)"
+        )
     return check
 
 
@@ -821,12 +968,23 @@ def _check_against_half(
         powered.append(name)
     ci = None if unl.auc_ci is None else (unl.auc_ci[0] - 0.5, unl.auc_ci[1] - 0.5)
     gain, gain_ci = auc_difference(
-        orig.member_scores, orig.nonmember_scores, unl.member_scores, unl.nonmember_scores,
-        n_bootstrap=n_boot, level=level, seed=seed,
+        orig.member_scores,
+        orig.nonmember_scores,
+        unl.member_scores,
+        unl.nonmember_scores,
+        n_bootstrap=n_boot,
+        level=level,
+        seed=seed,
     )
     status, reason = judge_excess(
-        unl.auc - 0.5, ci, margin=margin, two_sided=two_sided, power=power,
-        power_detail=power_detail.format(auc=orig.auc), gain=gain, gain_ci=gain_ci,
+        unl.auc - 0.5,
+        ci,
+        margin=margin,
+        two_sided=two_sided,
+        power=power,
+        power_detail=power_detail.format(auc=orig.auc),
+        gain=gain,
+        gain_ci=gain_ci,
     )
     return Check(
         name,
@@ -854,9 +1012,16 @@ def _interval_status(value: float, ci, threshold: float, *, what: str) -> tuple[
 
 
 def _utility_checks(
-    correct, evals, roles: Roles, in_forget_classes, policy: Policy, seed, models_out, baseline_fair: bool = True
+    correct,
+    evals,
+    roles: Roles,
+    in_forget_classes,
+    policy: Policy,
+    seed,
+    models_out,
+    baseline_fair: bool = True,
 ) -> list[Check]:
-    n_boot, level = policy.n_bootstrap, policy.confidence_level
+    level = policy.confidence_level
     checks: list[Check] = []
     kept = ~in_forget_classes
     for role, limit, name in (
@@ -874,8 +1039,16 @@ def _utility_checks(
         status, reason = _interval_status(drop, ci, limit, what=f"{role} accuracy drop")
         scope = " (retained classes only)" if role == "test" and roles.class_wise else ""
         checks.append(
-            Check(name, status, _r(drop), limit, f"original {a.mean():.3f} -> unlearned {b.mean():.3f}{scope}: {reason}",
-                  ci=_ci(ci), group="utility", explanation=EXPLANATIONS[name])
+            Check(
+                name,
+                status,
+                _r(drop),
+                limit,
+                f"original {a.mean():.3f} -> unlearned {b.mean():.3f}{scope}: {reason}",
+                ci=_ci(ci),
+                group="utility",
+                explanation=EXPLANATIONS[name],
+            )
         )
     if roles.class_wise:
         fc = list(roles.forget_classes)
@@ -884,12 +1057,19 @@ def _utility_checks(
         hits = np.concatenate([np.isin(preds_f, fc), np.isin(preds_t, fc)]).astype(float)
         rate = float(hits.mean())
         ci = wilson_interval(int(hits.sum()), hits.size, level=level)
-        status, reason = _interval_status(rate, ci, policy.max_forget_class_rate, what="share predicted as a forgotten class")
+        status, reason = _interval_status(
+            rate, ci, policy.max_forget_class_rate, what="share predicted as a forgotten class"
+        )
         checks.append(
             Check(
-                "forget_class_predictions", status, _r(rate), policy.max_forget_class_rate,
+                "forget_class_predictions",
+                status,
+                _r(rate),
+                policy.max_forget_class_rate,
                 f"classes {fc}: {reason} ({len(preds_f)} forget + {len(preds_t)} test examples)",
-                ci=_ci(ci), group="privacy", explanation=EXPLANATIONS["forget_class_predictions"],
+                ci=_ci(ci),
+                group="privacy",
+                explanation=EXPLANATIONS["forget_class_predictions"],
             )
         )
         return checks
@@ -904,11 +1084,20 @@ def _utility_checks(
         if ci is None:
             status, reason = INCONCLUSIVE, "no interval"
         elif ci[0] > margin or ci[1] < -margin:
-            status, reason = FAIL, f"gap {gap:+.3f}, interval [{ci[0]:+.3f}, {ci[1]:+.3f}] outside +/-{margin:.3f}"
+            status, reason = (
+                FAIL,
+                f"gap {gap:+.3f}, interval [{ci[0]:+.3f}, {ci[1]:+.3f}] outside +/-{margin:.3f}",
+            )
         elif ci[0] >= -margin and ci[1] <= margin:
-            status, reason = PASS, f"gap {gap:+.3f}, interval [{ci[0]:+.3f}, {ci[1]:+.3f}] within +/-{margin:.3f}"
+            status, reason = (
+                PASS,
+                f"gap {gap:+.3f}, interval [{ci[0]:+.3f}, {ci[1]:+.3f}] within +/-{margin:.3f}",
+            )
         else:
-            status, reason = INCONCLUSIVE, f"gap {gap:+.3f}, interval [{ci[0]:+.3f}, {ci[1]:+.3f}] crosses +/-{margin:.3f}"
+            status, reason = (
+                INCONCLUSIVE,
+                f"gap {gap:+.3f}, interval [{ci[0]:+.3f}, {ci[1]:+.3f}] crosses +/-{margin:.3f}",
+            )
     else:
         unl_test = correct["unlearned"]["test"].astype(float)
         gap, abs_ci = proportion_difference_ci(unl_forget, unl_test, level=level)
@@ -917,10 +1106,16 @@ def _utility_checks(
         status, reason = _interval_status(gap, abs_ci, margin, what="excess")
     checks.append(
         Check(
-            "forget_accuracy", status, _r(unl_forget.mean()), margin,
+            "forget_accuracy",
+            status,
+            _r(unl_forget.mean()),
+            margin,
             f"unlearned forget accuracy {unl_forget.mean():.3f} vs {base}: {reason}"
             + ("" if baseline_fair else " (advisory: the forget set is not known to be a random sample)"),
-            ci=_ci(abs_ci), group="privacy", gating=baseline_fair, explanation=EXPLANATIONS["forget_accuracy"],
+            ci=_ci(abs_ci),
+            group="privacy",
+            gating=baseline_fair,
+            explanation=EXPLANATIONS["forget_accuracy"],
         )
     )
     return checks
@@ -938,13 +1133,21 @@ def _robustness_check(models_out: dict, policy: Policy) -> Check:
         drop, ci = paired_proportion_difference_ci(a, b, level=policy.confidence_level)
     status, reason = _interval_status(drop, ci, limit, what="robust accuracy drop")
     return Check(
-        "robust_accuracy_drop", status, _r(drop), limit,
-        f"{orig['attack']}: R-ACC original {orig['robust_accuracy']:.3f} -> unlearned {unl['robust_accuracy']:.3f}; {reason}",
-        ci=_ci(ci), group="robustness", explanation=EXPLANATIONS["robust_accuracy_drop"],
+        "robust_accuracy_drop",
+        status,
+        _r(drop),
+        limit,
+        f"{orig['attack']}: R-ACC original {orig['robust_accuracy']:.3f} -> "
+        f"unlearned {unl['robust_accuracy']:.3f}; {reason}",
+        ci=_ci(ci),
+        group="robustness",
+        explanation=EXPLANATIONS["robust_accuracy_drop"],
     )
 
 
-def load_reference_dir(directory: str | Path, like: LoadedModel, device: torch.device) -> list[torch.nn.Module]:
+def load_reference_dir(
+    directory: str | Path, like: LoadedModel, device: torch.device
+) -> list[torch.nn.Module]:
     """Every model file in ``directory`` (trained WITHOUT the forget set), loaded like ``like``."""
     from unlearn_audit.models import load_model
 
@@ -957,8 +1160,12 @@ def load_reference_dir(directory: str | Path, like: LoadedModel, device: torch.d
     out = []
     for path in files:
         ref = load_model(
-            path, arch=like.arch, num_classes=like.num_classes, input_shape=like.input_shape,
-            arch_kwargs=like.arch_kwargs, device=device,
+            path,
+            arch=like.arch,
+            num_classes=like.num_classes,
+            input_shape=like.input_shape,
+            arch_kwargs=like.arch_kwargs,
+            device=device,
         )
         out.append(ref.module)
     return out

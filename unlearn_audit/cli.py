@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -53,9 +53,12 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print results only.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars; print results only.")
+    ] = False,
     version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
     ] = False,
 ) -> None:
     """Audit machine unlearning: prove (or disprove) that a model has forgotten data.
@@ -142,19 +145,26 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 # --------------------------------------------------------------------------- data options
 
 DataOpt = Annotated[
-    Optional[str],
-    typer.Option("--data", help="Data source: mnist-5k, digits, npz:PATH, imagefolder:DIR, mnist:ROOT, cifar10:ROOT."),
+    str | None,
+    typer.Option(
+        "--data", help="Data source: mnist-5k, digits, npz:PATH, imagefolder:DIR, mnist:ROOT, cifar10:ROOT."
+    ),
 ]
 ForgetOpt = Annotated[
-    Optional[str],
-    typer.Option("--forget", help="Forget set: class:3 | class:3,5 | random:0.1 | random:100 | a file of indices."),
+    str | None,
+    typer.Option(
+        "--forget", help="Forget set: class:3 | class:3,5 | random:0.1 | random:100 | a file of indices."
+    ),
 ]
 ForgetDataOpt = Annotated[
-    Optional[Path], typer.Option("--forget-data", help="Forget role as an .npz (x, y); with --retain-data, --test-data.")
+    Path | None,
+    typer.Option("--forget-data", help="Forget role as an .npz (x, y); with --retain-data, --test-data."),
 ]
-RetainDataOpt = Annotated[Optional[Path], typer.Option("--retain-data", help="Retain role as an .npz (x, y).")]
-TestDataOpt = Annotated[Optional[Path], typer.Option("--test-data", help="Test role as an .npz (x, y).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, forget sampling, training and attacks.")]
+RetainDataOpt = Annotated[Path | None, typer.Option("--retain-data", help="Retain role as an .npz (x, y).")]
+TestDataOpt = Annotated[Path | None, typer.Option("--test-data", help="Test role as an .npz (x, y).")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed for splits, forget sampling, training and attacks.")
+]
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the built-in train/test split.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
 
@@ -169,22 +179,28 @@ def train(
     arch: Annotated[str, typer.Option("--arch", help="Architecture: logreg, mlp, cnn, resnet18.")] = "cnn",
     forget: ForgetOpt = None,
     without_forget: Annotated[
-        bool, typer.Option("--without-forget", help="Train on the retain set only: the retrained gold standard.")
+        bool,
+        typer.Option("--without-forget", help="Train on the retain set only: the retrained gold standard."),
     ] = False,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs (default 10).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default 128).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 1e-3, Adam).")] = None,
-    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adam or sgd.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (default 10).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size (default 128).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 1e-3, Adam).")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="adam or sgd.")] = None,
     adversarial: Annotated[
-        Optional[str], typer.Option("--adversarial", help="Adversarial training: pgd (Madry) or fgsm (Wong, fast).")
+        str | None,
+        typer.Option("--adversarial", help="Adversarial training: pgd (Madry) or fgsm (Wong, fast)."),
     ] = None,
-    eps: Annotated[Optional[float], typer.Option("--eps", help="L-inf radius (default 0.3 MNIST, 8/255 CIFAR).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="PGD steps in adversarial training.")] = None,
+    eps: Annotated[
+        float | None, typer.Option("--eps", help="L-inf radius (default 0.3 MNIST, 8/255 CIFAR).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="PGD steps in adversarial training.")] = None,
     for_method: Annotated[
-        Optional[str], typer.Option("--for-method", help="Record the training state a method needs (sisa, amnesiac, ...).")
+        str | None,
+        typer.Option("--for-method", help="Record the training state a method needs (sisa, amnesiac, ...)."),
     ] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Parameter of --for-method training, key=value (repeatable).")
+        list[str] | None,
+        typer.Option("--set", help="Parameter of --for-method training, key=value (repeatable)."),
     ] = None,
     seed: SeedOpt = 0,
     split_seed: SplitSeedOpt = 0,
@@ -232,17 +248,23 @@ def train(
 
 @app.command()
 def unlearn(
-    method: Annotated[str, typer.Option("--method", "-m", help="Registry name; see `unlearn-audit methods`.")],
-    model: Annotated[Path, typer.Option("--model", help="The original model (native checkpoint or state_dict + --arch).")],
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="Registry name; see `unlearn-audit methods`.")
+    ],
+    model: Annotated[
+        Path, typer.Option("--model", help="The original model (native checkpoint or state_dict + --arch).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the unlearned checkpoint.")],
     data: DataOpt = None,
     forget: ForgetOpt = None,
     forget_data: ForgetDataOpt = None,
     retain_data: RetainDataOpt = None,
     test_data: TestDataOpt = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Architecture of a bare state_dict model.")] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="Architecture of a bare state_dict model.")
+    ] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Method hyperparameter key=value (repeatable).")
+        list[str] | None, typer.Option("--set", help="Method hyperparameter key=value (repeatable).")
     ] = None,
     seed: SeedOpt = 0,
     split_seed: SplitSeedOpt = 0,
@@ -262,16 +284,27 @@ def unlearn(
         check_output_path(out)
 
         result = unlearn_checkpoint(
-            method=method, model=model, out=out, params=parse_sets(set_), data=data, forget=forget,
-            forget_data=forget_data, retain_data=retain_data, test_data=test_data, arch=arch, seed=seed,
-            split_seed=split_seed, device=device, progress_factory=progress_bar,
+            method=method,
+            model=model,
+            out=out,
+            params=parse_sets(set_),
+            data=data,
+            forget=forget,
+            forget_data=forget_data,
+            retain_data=retain_data,
+            test_data=test_data,
+            arch=arch,
+            seed=seed,
+            split_seed=split_seed,
+            device=device,
+            progress_factory=progress_bar,
         )
         info(result.summary())
 
 
 @app.command()
 def methods(
-    name: Annotated[Optional[str], typer.Argument(help="Show one method in full.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Show one method in full.")] = None,
 ) -> None:
     """List every bundled unlearning method with its parameters and defaults."""
     with _errors():
@@ -299,7 +332,8 @@ def evaluate(
     original: Annotated[Path, typer.Option("--original", help="The model before unlearning.")],
     unlearned: Annotated[Path, typer.Option("--unlearned", help="The model after unlearning.")],
     retrained: Annotated[
-        Optional[Path], typer.Option("--retrained", help="A model retrained without the forget set (gold standard).")
+        Path | None,
+        typer.Option("--retrained", help="A model retrained without the forget set (gold standard)."),
     ] = None,
     data: DataOpt = None,
     forget: ForgetOpt = None,
@@ -307,32 +341,42 @@ def evaluate(
     retain_data: RetainDataOpt = None,
     test_data: TestDataOpt = None,
     arch: Annotated[
-        Optional[str], typer.Option("--arch", help="Architecture of bare state_dict / safetensors models.")
+        str | None, typer.Option("--arch", help="Architecture of bare state_dict / safetensors models.")
     ] = None,
-    policy: Annotated[Optional[Path], typer.Option("--policy", help="TOML file overriding gating thresholds.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON.")] = None,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write the HTML compliance report.")] = None,
-    junit_out: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML (one testcase per check).")] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="TOML file overriding gating thresholds.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML compliance report.")] = None,
+    junit_out: Annotated[
+        Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per check).")
+    ] = None,
     reference_models: Annotated[
-        int, typer.Option("--reference-models", help="Train N reference models without the forget set (U-LiRA).")
+        int,
+        typer.Option("--reference-models", help="Train N reference models without the forget set (U-LiRA)."),
     ] = 0,
     reference_dir: Annotated[
-        Optional[Path], typer.Option("--reference-dir", help="Folder of models trained without the forget set.")
+        Path | None, typer.Option("--reference-dir", help="Folder of models trained without the forget set.")
     ] = None,
     robustness: Annotated[
-        bool, typer.Option("--robustness/--no-robustness", help="Measure PGD robust accuracy (ACC, R-ACC, Gap).")
+        bool,
+        typer.Option("--robustness/--no-robustness", help="Measure PGD robust accuracy (ACC, R-ACC, Gap)."),
     ] = True,
     robust_samples: Annotated[int, typer.Option("--robust-samples", help="Test examples attacked.")] = 500,
     robust_eps: Annotated[
-        Optional[float], typer.Option("--robust-eps", help="PGD L-inf radius (default 0.3 MNIST-like, 8/255 other).")
+        float | None,
+        typer.Option("--robust-eps", help="PGD L-inf radius (default 0.3 MNIST-like, 8/255 other)."),
     ] = None,
-    robust_steps: Annotated[Optional[int], typer.Option("--robust-steps", help="PGD steps (40 MNIST, 10 other).")] = None,
+    robust_steps: Annotated[
+        int | None, typer.Option("--robust-steps", help="PGD steps (40 MNIST, 10 other).")
+    ] = None,
     label_only: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--label-only", help="Also run ART's label-only attack: gap (fast) or boundary (slow)."),
     ] = None,
     cache_dir: Annotated[
-        Optional[Path], typer.Option("--cache-dir", help="Cache for reference models (default ~/.cache/unlearn-audit).")
+        Path | None,
+        typer.Option("--cache-dir", help="Cache for reference models (default ~/.cache/unlearn-audit)."),
     ] = None,
     seed: SeedOpt = 0,
     split_seed: SplitSeedOpt = 0,
@@ -406,8 +450,8 @@ def format_summary(result: dict) -> str:
 @app.command()
 def report(
     result_json: Annotated[Path, typer.Argument(help="A JSON result written by evaluate --json.")],
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write the HTML report here.")] = None,
-    junit_out: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
+    junit_out: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
 ) -> None:
     """Re-render a saved audit result as HTML and/or JUnit; exits with the saved verdict's code.
 

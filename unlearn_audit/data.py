@@ -164,7 +164,8 @@ def to_tensor_set(x: np.ndarray, y: np.ndarray, *, where: str, num_classes: int 
         raise DataError(f"{where}: labels must be >= 0, got {int(y.min())}")
     if num_classes is not None and y.max() >= num_classes:
         raise DataError(
-            f"{where}: label {int(y.max())} is out of range for {num_classes} classes (labels 0..{num_classes - 1})"
+            f"{where}: label {int(y.max())} is out of range for {num_classes} classes "
+            f"(labels 0..{num_classes - 1})"
         )
     if x.dtype == np.uint8:
         xf = x.astype(np.float32) / 255.0
@@ -223,7 +224,8 @@ def _finish(name: str, train: TensorSet, test: TensorSet, provenance: dict) -> D
     num_classes = int(max(int(train.y.max()), int(test.y.max())) + 1)
     if train.x.shape[1:] != test.x.shape[1:]:
         raise DataError(
-            f"{name}: train images have shape {tuple(train.x.shape[1:])} but test images {tuple(test.x.shape[1:])}"
+            f"{name}: train images have shape {tuple(train.x.shape[1:])} "
+            f"but test images {tuple(test.x.shape[1:])}"
         )
     provenance = {
         "source": name,
@@ -268,7 +270,9 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             return {k: archive[k] for k in archive.files}
     except ValueError as exc:
-        raise DataError(f"{path}: cannot read npz without unpickling objects ({exc}); store plain arrays") from None
+        raise DataError(
+            f"{path}: cannot read npz without unpickling objects ({exc}); store plain arrays"
+        ) from None
     except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError ...
         raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
 
@@ -357,8 +361,18 @@ def _load_torchvision(kind: str, root: Path) -> Dataset:
     try:
         parts = [cls(str(root), train=flag, download=False) for flag in (True, False)]
     except RuntimeError as exc:  # torchvision's "Dataset not found"
-        raise DataError(f"{kind}:{root}: {exc} (unlearn-audit never downloads; place the files there)") from None
-    except (AssertionError, TypeError, ValueError, IndexError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise DataError(
+            f"{kind}:{root}: {exc} (unlearn-audit never downloads; place the files there)"
+        ) from None
+    except (
+        AssertionError,
+        TypeError,
+        ValueError,
+        IndexError,
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+    ) as exc:
         # torchvision's idx reader asserts on a bad header; its legacy cache loads weights_only
         raise DataError(f"{kind}:{root}: corrupt data files ({type(exc).__name__}: {exc})") from None
     sets = []
@@ -383,7 +397,9 @@ def _read_index_file(path: Path) -> np.ndarray:
             tokens = [t for t in re.split(r"[\s,;]+", text) if t]
             values = np.asarray([float(t) for t in tokens])
     except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"forget index file {path}: cannot parse ({exc}); write one integer index per line") from None
+        raise DataError(
+            f"forget index file {path}: cannot parse ({exc}); write one integer index per line"
+        ) from None
     values = np.asarray(values).ravel()
     if values.size and (
         not np.issubdtype(values.dtype, np.number)
@@ -407,14 +423,18 @@ def parse_forget_spec(spec: str, labels: np.ndarray | torch.Tensor, *, seed: int
         try:
             classes = sorted({int(c) for c in arg.split(",") if c.strip()})
         except ValueError:
-            raise DataError(f"forget spec {spec!r}: classes must be integers, e.g. class:3 or class:3,5") from None
+            raise DataError(
+                f"forget spec {spec!r}: classes must be integers, e.g. class:3 or class:3,5"
+            ) from None
         present = set(np.unique(labels).tolist())
         absent = [c for c in classes if c not in present]
         if not classes or absent:
             raise DataError(f"forget spec {spec!r}: class(es) {absent or classes} not in the training labels")
         indices = np.flatnonzero(np.isin(labels, classes))
         if len(indices) == n:
-            raise DataError(f"forget spec {spec!r}: would forget the whole training set; nothing is left to retain")
+            raise DataError(
+                f"forget spec {spec!r}: would forget the whole training set; nothing is left to retain"
+            )
         return indices
     if kind == "random" and arg:
         try:
@@ -426,7 +446,8 @@ def parse_forget_spec(spec: str, labels: np.ndarray | torch.Tensor, *, seed: int
         count = int(round(value * n)) if 0 < value < 1 else int(value)
         if value <= 0 or value != int(value) and value >= 1 or count < 1 or count >= n:
             raise DataError(
-                f"forget spec {spec!r}: must be a fraction in (0, 1) or a count in [1, {n - 1}] of {n} examples"
+                f"forget spec {spec!r}: must be a fraction in (0, 1) "
+                f"or a count in [1, {n - 1}] of {n} examples"
             )
         return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
     path = Path(spec)
@@ -437,7 +458,9 @@ def parse_forget_spec(spec: str, labels: np.ndarray | torch.Tensor, *, seed: int
         raise DataError(f"forget index file {path}: the forget set is empty")
     bad = indices[(indices < 0) | (indices >= n)]
     if bad.size:
-        raise DataError(f"forget index file {path}: index {int(bad[0])} is out of range for {n} training examples")
+        raise DataError(
+            f"forget index file {path}: index {int(bad[0])} is out of range for {n} training examples"
+        )
     uniq, counts = np.unique(indices, return_counts=True)
     if np.any(counts > 1):
         raise DataError(f"forget index file {path}: index {int(uniq[counts > 1][0])} appears more than once")
@@ -459,7 +482,9 @@ def make_roles(dataset: Dataset, forget_spec: str, *, seed: int = 0) -> Roles:
         forget_seed=seed,
         forget_sha256=hashlib.sha256(forget_idx.astype(np.int64).tobytes()).hexdigest(),
     )
-    return _finish_roles(forget, retain, dataset.test, dataset.num_classes, dataset.name, forget_idx, provenance)
+    return _finish_roles(
+        forget, retain, dataset.test, dataset.num_classes, dataset.name, forget_idx, provenance
+    )
 
 
 def load_role_files(

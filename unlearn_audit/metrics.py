@@ -120,10 +120,14 @@ def parameter_distance(a: nn.Module, b: nn.Module) -> ParameterDistance:
     if not sa:
         return ParameterDistance(False, note="the model exposes no parameters (e.g. a scripted function)")
     if sa.keys() != sb.keys():
-        return ParameterDistance(False, note="architectures differ (parameter names differ); distances skipped")
+        return ParameterDistance(
+            False, note="architectures differ (parameter names differ); distances skipped"
+        )
     mismatched = [k for k in sa if sa[k].shape != sb[k].shape]
     if mismatched:
-        return ParameterDistance(False, note=f"architectures differ (shape of {mismatched[0]}); distances skipped")
+        return ParameterDistance(
+            False, note=f"architectures differ (shape of {mismatched[0]}); distances skipped"
+        )
     per_layer: dict[str, float] = {}
     sq_diff = sq_a = sq_b = dot = 0.0
     for name, ta in sa.items():

@@ -86,7 +86,9 @@ def _logreg(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module
 
 
 @register_arch("mlp")
-def _mlp(*, num_classes: int, input_shape: tuple[int, int, int], hidden: int = 256, depth: int = 2) -> nn.Module:
+def _mlp(
+    *, num_classes: int, input_shape: tuple[int, int, int], hidden: int = 256, depth: int = 2
+) -> nn.Module:
     """``depth`` hidden layers of ``hidden`` ReLU units."""
     c, h, w = input_shape
     layers: list[nn.Module] = [nn.Flatten()]
@@ -242,7 +244,9 @@ def _safe_torch_load(source: str | Path | io.BytesIO, where: str) -> object:
             f"accepted; {first[:160]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"{where}: corrupt or unreadable PyTorch file ({type(exc).__name__}: {exc})") from None
+        raise ModelError(
+            f"{where}: corrupt or unreadable PyTorch file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _sniff(path: Path) -> str:
@@ -266,7 +270,9 @@ def _sniff(path: Path) -> str:
         return "safetensors"
     if head[:1] == b"\x80":
         return "torch"  # legacy (non-zip) torch.save / raw pickle: still weights_only
-    raise ModelError(f"{path}: not a recognised model file (native .pt, state_dict, safetensors, TorchScript, .pt2)")
+    raise ModelError(
+        f"{path}: not a recognised model file (native .pt, state_dict, safetensors, TorchScript, .pt2)"
+    )
 
 
 def _check_export_archive(path: Path) -> None:
@@ -308,7 +314,9 @@ def _check_export_archive(path: Path) -> None:
         for info, name in zip(members, keys, strict=True):
             base = name.rsplit("/", 1)[-1]
             if name.startswith("data/aotinductor/"):
-                raise ModelError(f"{path}: refused: holds compiled AOTInductor code; save with torch.export.save")
+                raise ModelError(
+                    f"{path}: refused: holds compiled AOTInductor code; save with torch.export.save"
+                )
             if name in raw:
                 continue
             data = archive.read(info)
@@ -317,7 +325,9 @@ def _check_export_archive(path: Path) -> None:
             _safe_torch_load(io.BytesIO(data), f"{path} (member {info.filename.rsplit('/', 1)[-1]})")
 
 
-_EXPORT_TEXT_MEMBERS = frozenset({"archive_format", "archive_version", "version", "byteorder", "serialization_id"})
+_EXPORT_TEXT_MEMBERS = frozenset(
+    {"archive_format", "archive_version", "version", "byteorder", "serialization_id"}
+)
 _RAW_PAYLOAD = re.compile(r"(weight|tensor)_\d+")
 
 
@@ -368,15 +378,21 @@ def load_model(
             program = torch.export.load(str(path))
             inner = program.module()
         except Exception as exc:  # the exporter raises many types on corrupt archives
-            raise ModelError(f"{path}: cannot load torch.export archive ({type(exc).__name__}: {exc})") from None
+            raise ModelError(
+                f"{path}: cannot load torch.export archive ({type(exc).__name__}: {exc})"
+            ) from None
         module: nn.Module = ExportedModule(inner, _infer_export_batch(program))
-        loaded = LoadedModel(module, str(path), digest, "export", num_classes=num_classes, input_shape=input_shape)
+        loaded = LoadedModel(
+            module, str(path), digest, "export", num_classes=num_classes, input_shape=input_shape
+        )
     elif kind == "torchscript":
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise ModelError(f"{path}: cannot load TorchScript file ({type(exc).__name__}: {exc})") from None
-        loaded = LoadedModel(module, str(path), digest, "torchscript", num_classes=num_classes, input_shape=input_shape)
+        loaded = LoadedModel(
+            module, str(path), digest, "torchscript", num_classes=num_classes, input_shape=input_shape
+        )
     elif kind == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -385,7 +401,9 @@ def load_model(
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelError(f"{path}: corrupt safetensors file ({exc})") from None
-        loaded = _from_state_dict(state, path, digest, "safetensors", arch, num_classes, input_shape, arch_kwargs)
+        loaded = _from_state_dict(
+            state, path, digest, "safetensors", arch, num_classes, input_shape, arch_kwargs
+        )
     else:
         obj = _safe_torch_load(path, str(path))
         if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
@@ -395,10 +413,13 @@ def load_model(
                 obj["state_dict"], path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs
             )
         elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            loaded = _from_state_dict(obj, path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs)
+            loaded = _from_state_dict(
+                obj, path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs
+            )
         else:
             raise ModelError(
-                f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict; export the model with "
+                f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict; "
+                "export the model with "
                 "torch.export or TorchScript, or save its state_dict and pass --arch"
             )
     loaded.module.to(device)
@@ -471,5 +492,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} requested but CUDA is not available here; use --device cpu or auto")
+        raise ConfigError(
+            f"device {spec!r} requested but CUDA is not available here; use --device cpu or auto"
+        )
     return device

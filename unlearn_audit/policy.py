@@ -83,7 +83,9 @@ def load_policy(path: str | Path | None) -> Policy:
     values: dict = {}
     for section, table in raw.items():
         if section not in _SECTIONS:
-            raise ConfigError(f"policy file {path}: unknown section [{section}]; known: {', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"policy file {path}: unknown section [{section}]; known: {', '.join(_SECTIONS)}"
+            )
         if not isinstance(table, dict):
             raise ConfigError(f"policy file {path}: [{section}] must be a table")
         for key, value in table.items():

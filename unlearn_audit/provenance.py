@@ -36,5 +36,5 @@ def environment(device: object = "cpu") -> dict:
         "device": str(device),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "command": " ".join(["unlearn-audit", *sys.argv[1:]]) if sys.argv else None,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

@@ -49,7 +49,9 @@ def read_json(path: str | Path) -> dict:
     if not isinstance(data, dict) or any(k not in data for k in _REQUIRED_KEYS):
         raise DataError(f"{path}: not an unlearn-audit result (needs keys {', '.join(_REQUIRED_KEYS)})")
     if data["schema_version"] != SCHEMA_VERSION:
-        raise DataError(f"{path}: schema_version {data['schema_version']!r} is not supported (expected {SCHEMA_VERSION})")
+        raise DataError(
+            f"{path}: schema_version {data['schema_version']!r} is not supported (expected {SCHEMA_VERSION})"
+        )
     problem = _shape_problem(data)
     if problem:
         raise DataError(f"{path}: not a valid unlearn-audit result ({problem})")
@@ -71,7 +73,9 @@ def _shape_problem(data: dict) -> str | None:
         if check["status"] not in STATUS_LABEL:
             return f"check {check['name']!r} has status {check['status']!r}"
         ci = check.get("ci")
-        if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)):
+        if ci is not None and not (
+            isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)
+        ):
             return f"check {check['name']!r} has a malformed interval"
     for key in ("models", "distances", "provenance"):
         if not isinstance(data[key], dict):
@@ -105,7 +109,9 @@ def to_junit(result: dict) -> str:
     for name, info in result.get("provenance", {}).get("models", {}).items():
         ET.SubElement(props, "property", name=f"{name}.sha256", value=str(info.get("sha256")))
     for c in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"unlearn_audit.{c.get('group', 'audit')}", name=c["name"])
+        case = ET.SubElement(
+            suite, "testcase", classname=f"unlearn_audit.{c.get('group', 'audit')}", name=c["name"]
+        )
         message = f"{c['status']}: {c['detail']}"
         if c["status"] == "fail":
             node = ET.SubElement(case, "failure", message=message[:1000], type="AuditCheckFailed")
@@ -122,7 +128,8 @@ def to_junit(result: dict) -> str:
 def _check_text(c: dict) -> str:
     ci = c.get("ci")
     ci_text = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "n/a"
-    return f"status={c['status']} value={c.get('value')} threshold={c.get('threshold')} ci={ci_text}\n{c['detail']}"
+    head = f"status={c['status']} value={c.get('value')} threshold={c.get('threshold')} ci={ci_text}"
+    return f"{head}\n{c['detail']}"
 
 
 def write_junit(result: dict, path: str | Path) -> Path:

@@ -42,8 +42,18 @@ def _native_pgd(module: nn.Module, data: TensorSet, spec: AttackSpec, *, seed: i
             x = data.x[i : i + batch_size].to(dev)
             y = data.y[i : i + batch_size].to(dev)
             out.append(
-                pgd_perturb(module, x, y, spec.eps, alpha=spec.alpha, steps=spec.steps, norm="linf",
-                            random_start=True, generator=gen, early_stop=True).cpu()
+                pgd_perturb(
+                    module,
+                    x,
+                    y,
+                    spec.eps,
+                    alpha=spec.alpha,
+                    steps=spec.steps,
+                    norm="linf",
+                    random_start=True,
+                    generator=gen,
+                    early_stop=True,
+                ).cpu()
             )
     finally:
         module.train(was_training)
@@ -76,8 +86,15 @@ def measure_robustness(
         x_adv = _native_pgd(module, data, spec, seed=seed, device=device, batch_size=batch_size)
     else:
         x_adv = adversarial_examples(
-            module, data.x, data.y, spec, backend=backend, num_classes=num_classes, batch_size=batch_size,
-            device=device, seed=seed,
+            module,
+            data.x,
+            data.y,
+            spec,
+            backend=backend,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
         )
     clean = predict(module, data.x, device=device) == data.y
     adv = predict(module, x_adv, device=device) == data.y

@@ -96,14 +96,18 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+def _adversarial_batch(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator
+):
     from attacks.adversarial import fgsm_perturb, pgd_perturb
 
     if cfg.adversarial == "fgsm":
         alpha = cfg.alpha if cfg.alpha is not None else 1.25 * cfg.eps
         return fgsm_perturb(model, x, y, cfg.eps, random_start=True, alpha=alpha, generator=gen)
     alpha = cfg.alpha if cfg.alpha is not None else 2.5 * cfg.eps / cfg.steps
-    return pgd_perturb(model, x, y, cfg.eps, alpha=alpha, steps=cfg.steps, norm="linf", random_start=True, generator=gen)
+    return pgd_perturb(
+        model, x, y, cfg.eps, alpha=alpha, steps=cfg.steps, norm="linf", random_start=True, generator=gen
+    )
 
 
 def train_model(
