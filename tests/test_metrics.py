@@ -5,8 +5,6 @@
   comparable".
 * ``kl_divergence``: ``scipy.stats.entropy`` on float64 softmax outputs, also where a
   float32 softmax would saturate.
-* ``difference_ci`` / ``mean_ci``: ``scipy.stats.bootstrap`` (percentile method) and the
-  coverage of the interval on simulated data with a known difference.
 * Score intervals for proportions: Wilson against ``scipy.stats.binomtest``, Newcombe's
   hybrid score interval against the published examples, the paired version by coverage.
 """
@@ -21,9 +19,7 @@ import torch
 from torch import nn
 
 from unlearn_audit.metrics import (
-    difference_ci,
     kl_divergence,
-    mean_ci,
     paired_proportion_difference_ci,
     parameter_distance,
     proportion_difference_ci,
@@ -160,108 +156,6 @@ def test_kl_divergence_input_errors() -> None:
     assert np.isnan(kl_divergence(torch.zeros(0, 4), torch.zeros(0, 4)))
 
 
-# --------------------------------------------------------------------------- intervals
-
-
-def _scipy_percentile(data: tuple[np.ndarray, ...], statistic, *, paired: bool) -> tuple[float, float]:
-    res = scipy.stats.bootstrap(
-        data,
-        statistic,
-        n_resamples=4000,
-        confidence_level=0.95,
-        method="percentile",
-        paired=paired,
-        vectorized=False,
-        random_state=np.random.default_rng(1),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def test_paired_difference_ci_matches_scipy_bootstrap() -> None:
-    rng = np.random.default_rng(0)
-    a = (rng.random(150) < 0.8).astype(float)
-    b = np.where(rng.random(150) < 0.85, a, 1 - a)  # mostly the same outcome: strongly paired
-    diff, ci = difference_ci(a, b, paired=True, n_bootstrap=4000, seed=3)
-    ref = _scipy_percentile((a, b), lambda x, y: np.mean(x) - np.mean(y), paired=True)
-    assert diff == pytest.approx(a.mean() - b.mean(), abs=1e-15)
-    assert ci is not None
-    assert ci[0] == pytest.approx(ref[0], abs=0.012)
-    assert ci[1] == pytest.approx(ref[1], abs=0.012)
-
-
-def test_unpaired_difference_ci_matches_scipy_bootstrap() -> None:
-    rng = np.random.default_rng(1)
-    a = rng.normal(0.4, 1.0, 120)
-    b = rng.normal(0.0, 2.0, 70)  # different sizes and spreads
-    diff, ci = difference_ci(a, b, paired=False, n_bootstrap=4000, seed=3)
-    ref = _scipy_percentile((a, b), lambda x, y: np.mean(x) - np.mean(y), paired=False)
-    assert diff == pytest.approx(a.mean() - b.mean(), abs=1e-15)
-    assert ci is not None
-    width = ref[1] - ref[0]
-    assert ci[0] == pytest.approx(ref[0], abs=0.04 * width)
-    assert ci[1] == pytest.approx(ref[1], abs=0.04 * width)
-
-
-def test_mean_ci_matches_scipy_bootstrap() -> None:
-    values = (np.random.default_rng(2).random(200) < 0.3).astype(float)
-    mean, ci = mean_ci(values, n_bootstrap=4000, seed=0)
-    ref = _scipy_percentile((values,), np.mean, paired=False)
-    assert mean == pytest.approx(values.mean())
-    assert (
-        ci is not None
-        and ci[0] == pytest.approx(ref[0], abs=0.012)
-        and ci[1] == pytest.approx(ref[1], abs=0.012)
-    )
-
-
-def _coverage(paired: bool, reps: int = 300) -> float:
-    rng = np.random.default_rng(10 if paired else 11)
-    hits = 0
-    for rep in range(reps):
-        if paired:
-            shared = rng.normal(0.0, 2.0, 60)  # the example's own difficulty, common to a and b
-            a = shared + rng.normal(0.3, 0.5, 60)
-            b = shared + rng.normal(0.0, 0.5, 60)
-        else:
-            a = rng.normal(0.3, 1.0, 80)
-            b = rng.normal(0.0, 1.0, 50)
-        _, ci = difference_ci(a, b, paired=paired, n_bootstrap=400, seed=rep)
-        assert ci is not None
-        hits += ci[0] <= 0.3 <= ci[1]
-    return hits / reps
-
-
-@pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired"])
-def test_difference_ci_covers_the_true_difference_about_95_percent_of_the_time(paired: bool) -> None:
-    # 300 simulated data sets with a known difference of 0.3; Monte Carlo SE of the rate ~0.013
-    assert 0.89 <= _coverage(paired) <= 0.99
-
-
-def test_pairing_narrows_the_interval_when_the_measurements_are_correlated() -> None:
-    rng = np.random.default_rng(4)
-    shared = rng.normal(0.0, 2.0, 100)
-    a = shared + rng.normal(0.2, 0.3, 100)
-    b = shared + rng.normal(0.0, 0.3, 100)
-    _, paired = difference_ci(a, b, paired=True, n_bootstrap=1000)
-    _, unpaired = difference_ci(a, b, paired=False, n_bootstrap=1000)
-    assert paired is not None and unpaired is not None
-    assert (paired[1] - paired[0]) < 0.3 * (unpaired[1] - unpaired[0])
-    assert paired[0] > 0  # pairing detects a difference that the unpaired interval cannot
-    assert unpaired[0] < 0
-
-
-def test_difference_ci_edge_cases() -> None:
-    a, b = np.ones(10), np.zeros(10)
-    assert difference_ci(a, b, paired=True, n_bootstrap=0) == (1.0, None)
-    assert difference_ci(a, b, paired=True, n_bootstrap=200, seed=5) == difference_ci(
-        a, b, paired=True, n_bootstrap=200, seed=5
-    )
-    with pytest.raises(ValueError, match="same shape"):
-        difference_ci(np.ones(3), np.ones(4), paired=True)
-    _, unpaired = difference_ci(np.ones(3), np.zeros(5), paired=False, n_bootstrap=200)
-    assert unpaired == (1.0, 1.0)
-
-
 # --------------------------------------------------------------------------- score intervals for proportions
 
 
@@ -323,8 +217,6 @@ def test_paired_proportion_interval_covers_and_uses_the_pairing(n: int, cells) -
 def test_score_intervals_keep_their_width_when_every_example_agrees() -> None:
     """Where a bootstrap collapses to one point (all correct, nothing changed), score intervals do not."""
     ones = np.ones(5, dtype=bool)
-    _, boot = difference_ci(ones.astype(float), ones.astype(float), paired=True, n_bootstrap=500)
-    assert boot == (0.0, 0.0)
     _, (lo, hi) = paired_proportion_difference_ci(ones, ones)
     assert lo < -0.2 and hi > 0.2
     _, (lo, hi) = proportion_difference_ci(ones, _outcomes(70, 100))

@@ -13,56 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def _bootstrap_mean_ci(
-    values: np.ndarray, *, n_bootstrap: int, level: float, rng: np.random.Generator
-) -> tuple[float, float] | None:
-    if values.size == 0 or n_bootstrap <= 0:
-        return None
-    idx = rng.integers(0, values.size, size=(n_bootstrap, values.size))
-    means = values[idx].mean(axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
-
-
-def mean_ci(values: np.ndarray, *, n_bootstrap: int = 1000, level: float = 0.95, seed: int = 0):
-    """Mean of ``values`` with a percentile-bootstrap interval."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    mean = float(values.mean()) if values.size else float("nan")
-    return mean, _bootstrap_mean_ci(values, n_bootstrap=n_bootstrap, level=level, rng=rng)
-
-
-def difference_ci(
-    a: np.ndarray,
-    b: np.ndarray,
-    *,
-    paired: bool,
-    n_bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, tuple[float, float] | None]:
-    """``mean(a) - mean(b)`` with a bootstrap interval.
-
-    ``paired=True``: ``a`` and ``b`` are two measurements of the same examples (resampled together).
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    diff = float(a.mean() - b.mean())
-    if n_bootstrap <= 0 or a.size == 0 or b.size == 0:
-        return diff, None
-    rng = np.random.default_rng(seed)
-    if paired:
-        if a.shape != b.shape:
-            raise ValueError("paired difference needs arrays of the same shape")
-        return diff, _bootstrap_mean_ci(a - b, n_bootstrap=n_bootstrap, level=level, rng=rng)
-    ia = rng.integers(0, a.size, size=(n_bootstrap, a.size))
-    ib = rng.integers(0, b.size, size=(n_bootstrap, b.size))
-    samples = a[ia].mean(axis=1) - b[ib].mean(axis=1)
-    tail = (1 - level) / 2
-    return diff, (float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail)))
-
-
 # --------------------------------------------------------------------------- output divergences
 
 
