@@ -301,3 +301,31 @@ def test_out_path_that_is_a_file_is_one_line_exit_2(run_cli, tmp_path):
     code, _, err = run_cli(["benchmark", "--quick", "--methods", "finetune", "--out", target])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "is a file" in err, err
     assert target.read_text() == "x"
+
+
+def test_recipe_options_reach_the_trained_models(tmp_path):
+    """--optimizer/--lr set the models' training recipe (amnesiac_per_sample needs SGD)."""
+    out = tmp_path / "sgd"
+    args = [
+        "benchmark",
+        "--quick",
+        "--methods",
+        "amnesiac_per_sample",
+        "--seeds",
+        "1",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    for name in ("original.pt", "retrained.pt"):
+        recipe = load_model(out / "seed-0" / name).metadata["provenance"]["train_config"]
+        assert recipe["optimizer"] == "sgd" and recipe["lr"] == 0.05
+    data = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
+    assert [(r["method"], r["seed"]) for r in data["runs"]] == [("retrain", 0), ("amnesiac_per_sample", 0)]

@@ -532,6 +532,8 @@ class BenchmarkConfig:
     seeds: int = 3
     method_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     epochs: int | None = None
+    lr: float | None = None  # training recipe of the models (recipe default when None)
+    optimizer: str | None = None  # adam | sgd; amnesiac_per_sample needs sgd
     robustness: bool = False
     robust_samples: int = 500
     robust_eps: float | None = None
@@ -783,7 +785,7 @@ def run_benchmark(
         sdir = out / f"seed-{s}"
         tag = f"seed {s + 1}/{n}"
         roles = make_roles(dataset, config.forget, seed=s)
-        overrides = {"epochs": config.epochs, "seed": s}
+        overrides = {"epochs": config.epochs, "seed": s, "lr": config.lr, "optimizer": config.optimizer}
         original = steps.train(sdir / "original.pt", "original model", tag, overrides)
         retrained = steps.train(
             sdir / "retrained.pt",

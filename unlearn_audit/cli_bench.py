@@ -110,6 +110,12 @@ def benchmark(
     ] = 3,
     set_: SetOpt = None,
     epochs: EpochsOpt = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Learning rate of the models' training recipe.")
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option("--optimizer", help="adam or sgd (amnesiac_per_sample needs sgd).")
+    ] = None,
     robustness: Annotated[
         bool,
         typer.Option("--robustness/--no-robustness", help="Also measure PGD robust accuracy in every audit."),
@@ -153,6 +159,8 @@ def benchmark(
             seeds=seeds,
             method_params=method_params,
             epochs=epochs,
+            lr=lr,
+            optimizer=optimizer,
             robustness=robustness,
             robust_samples=robust_samples,
             robust_eps=robust_eps,
