@@ -961,19 +961,9 @@ def render_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def render_table_html(table: Table, provenance: Mapping[str, object]) -> str:
     """The self-contained page of ``templates/benchmark.html.j2`` (inline CSS, autoescaped)."""
-    import jinja2
+    from unlearn_audit.report import page_environment
 
-    from unlearn_audit.report import template_dir
-
-    folder = template_dir()
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    css = (folder / "report.css").read_text(encoding="utf-8")
+    env, css = page_environment()
     shown = {
         k: provenance[k]
         for k in ("tool_version", "torch", "device", "date", "command", "wall_seconds")

@@ -257,8 +257,12 @@ def template_dir() -> Path:
         return Path(__file__).resolve().parent.parent / "templates"
 
 
-def render_html(result: dict) -> str:
-    """The self-contained compliance report (inline CSS and PNG plots, no network)."""
+def page_environment():
+    """The jinja2 environment every HTML page is rendered with, and the shared stylesheet.
+
+    Autoescaping is on and undefined names are errors, so a hostile string can never become
+    markup and a template typo never renders as an empty cell.
+    """
     import jinja2
 
     folder = template_dir()
@@ -269,10 +273,15 @@ def render_html(result: dict) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    return env, (folder / "report.css").read_text(encoding="utf-8")
+
+
+def render_html(result: dict) -> str:
+    """The self-contained compliance report (inline CSS and PNG plots, no network)."""
+    env, css = page_environment()
     env.filters["fmt"] = _fmt
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * float(v):.2f}%"
     template = env.get_template("report.html.j2")
-    css = (folder / "report.css").read_text(encoding="utf-8")
     plots = result.get("plots", {})
     return template.render(
         r=result,
