@@ -456,14 +456,25 @@ def evaluate(
             )
             mia_checked.append("mia_population")
 
+        run = _MiaRun(
+            evals,
+            sets,
+            nm_index,
+            margin,
+            n_boot,
+            level,
+            seed,
+            device,
+            batch_size,
+            powered,
+            plots,
+            models_out,
+            notes,
+        )
         if retrained is not None:
             say("paired test against the retrained model")
             with timer.step("mia_paired"):
-                checks.append(
-                    _paired_check(
-                        evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out, two_sided
-                    )
-                )
+                checks.append(_paired_check(run, two_sided))
                 mia_checked.append("mia_paired")
 
         if reference_models:
@@ -471,23 +482,11 @@ def evaluate(
             with timer.step("mia_reference"):
                 checks.append(
                     _reference_check(
-                        evals,
+                        run,
                         reference_models,
-                        sets,
-                        nm_index,
-                        margin,
-                        n_boot,
-                        level,
-                        seed,
-                        device,
-                        batch_size,
-                        powered,
-                        plots,
-                        models_out,
                         reference_note,
                         two_sided if retrained is not None else None,
                         policy.forget_accuracy_margin,
-                        notes,
                         signal_cache,
                     )
                 )
@@ -497,24 +496,7 @@ def evaluate(
             say(f"label-only attack ({label_only}, ART)")
             with timer.step("mia_label_only"):
                 checks.append(
-                    _label_only_check(
-                        evals,
-                        sets,
-                        nm_index,
-                        split,
-                        label_only,
-                        label_only_samples,
-                        roles,
-                        margin,
-                        n_boot,
-                        level,
-                        seed,
-                        device,
-                        powered,
-                        plots,
-                        models_out,
-                        baseline_fair,
-                    )
+                    _label_only_check(run, split, label_only, label_only_samples, roles, baseline_fair)
                 )
                 mia_checked.append("mia_label_only")
 
@@ -727,161 +709,186 @@ def calibration_residuals(
     return forget_score - (a + b * forget_ref), test_score - (a + b * test_ref)
 
 
-def _paired_check(
-    evals, nm_index, margin, n_boot, level, seed, powered, plots, models_out, two_sided
-) -> Check:
+@dataclass
+class _MiaRun:
+    """What the per-example membership tests of one audit share, and where they record results."""
+
+    evals: dict[str, _ModelEval]
+    sets: dict
+    nm_index: np.ndarray
+    margin: float
+    n_boot: int
+    level: float
+    seed: int
+    device: torch.device
+    batch_size: int
+    powered: list[str]
+    plots: dict
+    models_out: dict
+    notes: list[str]
+
+    def score(self, attack: str, member: np.ndarray, nonmember: np.ndarray, notes=()) -> AttackResult:
+        return evaluate_attack(
+            attack, member, nonmember, n_bootstrap=self.n_boot, level=self.level, seed=self.seed, notes=notes
+        )
+
+    def record(self, model: str, key: str, result: AttackResult, **extra: object) -> None:
+        self.models_out[model].setdefault("mia", {})[key] = {**result.to_dict(), **extra}
+        self.plots["roc"].setdefault(key, {})[model] = _roc(result)
+
+    def judge(
+        self,
+        name: str,
+        results: dict[str, AttackResult],
+        *,
+        two_sided: bool,
+        power_detail: str,
+        describe: str,
+        advisory: str | None = None,
+    ) -> Check:
+        """A test whose never-trained baseline is AUC 0.5 (paired, U-LiRA, label-only).
+
+        ``advisory``: why the test cannot gate here; it then neither gates nor counts as power.
+        """
+        orig, unl = results["original"], results["unlearned"]
+        power = orig.auc_ci is not None and orig.auc_ci[0] > 0.5
+        if power and advisory is None:
+            self.powered.append(name)
+        ci = None if unl.auc_ci is None else (unl.auc_ci[0] - 0.5, unl.auc_ci[1] - 0.5)
+        gain, gain_ci = auc_difference(
+            orig.member_scores,
+            orig.nonmember_scores,
+            unl.member_scores,
+            unl.nonmember_scores,
+            n_bootstrap=self.n_boot,
+            level=self.level,
+            seed=self.seed,
+        )
+        status, reason = judge_excess(
+            unl.auc - 0.5,
+            ci,
+            margin=self.margin,
+            two_sided=two_sided,
+            power=power,
+            power_detail=power_detail.format(auc=orig.auc),
+            gain=gain,
+            gain_ci=gain_ci,
+        )
+        return Check(
+            name,
+            status,
+            _r(unl.auc - 0.5),
+            _r(self.margin),
+            f"{describe}: AUC {unl.auc:.3f}; {reason}" + (f" (advisory: {advisory})" if advisory else ""),
+            ci=_ci(ci),
+            group="privacy",
+            gating=advisory is None and (power or status == FAIL),
+            explanation=EXPLANATIONS[name],
+        )
+
+
+def _paired_check(run: _MiaRun, two_sided: bool) -> Check:
     from attacks.paired import paired_test
 
-    ret = evals["retrained"].signals
+    ret = run.evals["retrained"].signals
+    ret_test = ret["test"].logit_confidence[run.nm_index]
     results = {}
     for name in ("original", "unlearned"):
-        sig = evals[name].signals
+        sig = run.evals[name].signals
         pt = paired_test(
             sig["forget"].logit_confidence,
             ret["forget"].logit_confidence,
-            sig["test"].logit_confidence[nm_index],
-            ret["test"].logit_confidence[nm_index],
+            sig["test"].logit_confidence[run.nm_index],
+            ret_test,
         )
         f_res, t_res = calibration_residuals(
-            pt.forget_diffs,
-            ret["forget"].logit_confidence,
-            pt.test_diffs,
-            ret["test"].logit_confidence[nm_index],
+            pt.forget_diffs, ret["forget"].logit_confidence, pt.test_diffs, ret_test
         )
-        results[name] = evaluate_attack(
+        results[name] = run.score(
             "paired/logit_confidence",
             f_res,
             t_res,
-            n_bootstrap=n_boot,
-            level=level,
-            seed=seed,
             notes=("unlearned-minus-retrained logit confidence, calibration-adjusted on test examples",),
         )
-        models_out[name].setdefault("mia", {})["paired"] = {
-            **results[name].to_dict(),
-            "p_value": _r(pt.p_value, 12),
-            "median_shift": _r(pt.median_shift),
-        }
-        plots["roc"].setdefault("paired", {})[name] = _roc(results[name])
-    return _check_against_half(
+        run.record(
+            name, "paired", results[name], p_value=_r(pt.p_value, 12), median_shift=_r(pt.median_shift)
+        )
+    return run.judge(
         "mia_paired",
         results,
-        margin=margin,
-        n_boot=n_boot,
-        level=level,
-        seed=seed,
         two_sided=two_sided,
-        powered=powered,
         power_detail="the original model scores AUC {auc:.3f} on the same test",
         describe="unlearned-minus-retrained confidence, forget vs test",
     )
 
 
 def _reference_check(
-    evals,
-    reference_models,
-    sets,
-    nm_index,
-    margin,
-    n_boot,
-    level,
-    seed,
-    device,
-    batch_size,
-    powered,
-    plots,
-    models_out,
-    reference_note,
-    two_sided,
-    accuracy_margin,
-    notes,
+    run: _MiaRun,
+    reference_models: list[torch.nn.Module],
+    reference_note: str,
+    two_sided: bool | None,
+    accuracy_margin: float,
     signal_cache=None,
 ) -> Check:
+    """U-LiRA; ``two_sided=None`` (no retrained model) lets the references decide it."""
     from attacks.reference import ulira_scores
 
-    ref_forget, ref_test = [], []
-    ref_correct = {"forget": [], "test": []}
+    def logits_of(model, x):
+        return compute_logits(model, x, batch_size=run.batch_size, device=run.device)
+
+    ref_scores: dict[str, list[np.ndarray]] = {"forget": [], "test": []}
+    ref_correct: dict[str, list[np.ndarray]] = {"forget": [], "test": []}
     for ref in reference_models:
-        for role, store in (("forget", ref_forget), ("test", ref_test)):
-            s = sets[role]
-
-            def logits_of(model, x):
-                return compute_logits(model, x, batch_size=batch_size, device=device)
-
+        for role in ("forget", "test"):
+            s = run.sets[role]
             if signal_cache is not None:  # reference logits are reused across audits of the same data
                 logits = signal_cache.get_or_compute(ref, s.x, s.y, logits_of, key=f"logits:{role}")
             else:
                 logits = logits_of(ref, s.x)
             sig = compute_signals(logits, s.y)
-            store.append(sig.logit_confidence)
+            ref_scores[role].append(sig.logit_confidence)
             ref_correct[role].append(sig.predictions == sig.labels)
-    ref_f = np.stack(ref_forget, axis=1)
-    ref_t = np.stack(ref_test, axis=1)[nm_index]
+    ref_f = np.stack(ref_scores["forget"], axis=1)
+    ref_t = np.stack(ref_scores["test"], axis=1)[run.nm_index]
     if two_sided is None:
         # No retrained model: the references tell whether the forget labels are atypical.
         gap, ci = proportion_difference_ci(
-            np.concatenate(ref_correct["forget"]), np.concatenate([c[nm_index] for c in ref_correct["test"]])
+            np.concatenate(ref_correct["forget"]),
+            np.concatenate([c[run.nm_index] for c in ref_correct["test"]]),
         )
         two_sided = not ci[1] < -accuracy_margin
         if not two_sided:
-            notes.append(
+            run.notes.append(
                 f"reference models get the forget set {-gap:.3f} less often right than test data "
                 "(mislabeled or poisoned forget data?): the U-LiRA test judges only whether the forget "
                 "set is still recognised"
             )
     results = {}
-    for name in [n for n in ("original", "unlearned", "retrained") if n in evals]:
-        sig = evals[name].signals
+    for name in [n for n in ("original", "unlearned", "retrained") if n in run.evals]:
+        sig = run.evals[name].signals
         f_scores, t_scores = ulira_scores(
-            sig["forget"].logit_confidence, ref_f, sig["test"].logit_confidence[nm_index], ref_t
+            sig["forget"].logit_confidence, ref_f, sig["test"].logit_confidence[run.nm_index], ref_t
         )
         f_res, t_res = calibration_residuals(f_scores, ref_f.mean(axis=1), t_scores, ref_t.mean(axis=1))
-        results[name] = evaluate_attack(
+        results[name] = run.score(
             "reference/ulira",
             f_res,
             t_res,
-            n_bootstrap=n_boot,
-            level=level,
-            seed=seed,
             notes=("offline LiRA score per example, calibration-adjusted on test examples",),
         )
-        models_out[name].setdefault("mia", {})["reference"] = {
-            **results[name].to_dict(),
-            "n_reference_models": len(reference_models),
-        }
-        plots["roc"].setdefault("reference", {})[name] = _roc(results[name])
+        run.record(name, "reference", results[name], n_reference_models=len(reference_models))
     note = f" ({reference_note})" if reference_note else ""
-    return _check_against_half(
+    return run.judge(
         "mia_reference",
         results,
-        margin=margin,
-        n_boot=n_boot,
-        level=level,
-        seed=seed,
         two_sided=two_sided,
-        powered=powered,
         power_detail="the original model scores AUC {auc:.3f} against the same references",
         describe=f"U-LiRA over {len(reference_models)} reference models{note}",
     )
 
 
 def _label_only_check(
-    evals,
-    sets,
-    nm_index,
-    split,
-    method,
-    samples,
-    roles,
-    margin,
-    n_boot,
-    level,
-    seed,
-    device,
-    powered,
-    plots,
-    models_out,
-    baseline_fair,
+    run: _MiaRun, split, method: str, samples: int, roles: Roles, baseline_fair: bool
 ) -> Check:
     """ART's label-only attack (for models that expose only labels), judged like the others.
 
@@ -890,112 +897,46 @@ def _label_only_check(
     """
     from attacks.label_only import label_only_attack
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(run.seed)
 
     def pick(n: int) -> np.ndarray:
         return np.sort(rng.choice(n, size=min(n, samples), replace=False))
 
-    idx_a, idx_b = nm_index[split[0]], nm_index[split[1]]
-    r_idx, a_idx, f_idx, b_idx = (
-        pick(len(sets["retain"])),
+    idx_a, idx_b = run.nm_index[split[0]], run.nm_index[split[1]]
+    r_idx, a_idx, f_idx = (
+        pick(len(run.sets["retain"])),
         idx_a[pick(len(idx_a))],
-        pick(len(sets["forget"])),
-        idx_b,
+        pick(len(run.sets["forget"])),
     )
-    b_idx = b_idx[pick(len(b_idx))]
-    test = sets["test"]
+    b_idx = idx_b[pick(len(idx_b))]
+    retain, forget, test = run.sets["retain"], run.sets["forget"], run.sets["test"]
     results = {}
     for name in ("original", "unlearned"):
         member, nonmember = label_only_attack(
-            evals[name].loaded.module,
-            sets["retain"].x[r_idx],
-            sets["retain"].y[r_idx],
+            run.evals[name].loaded.module,
+            retain.x[r_idx],
+            retain.y[r_idx],
             test.x[a_idx],
             test.y[a_idx],
-            sets["forget"].x[f_idx],
-            sets["forget"].y[f_idx],
+            forget.x[f_idx],
+            forget.y[f_idx],
             test.x[b_idx],
             test.y[b_idx],
             method=method,
             num_classes=roles.num_classes,
             input_shape=roles.input_shape,
-            device=device,
-            seed=seed,
+            device=run.device,
+            seed=run.seed,
         )
-        results[name] = evaluate_attack(
-            f"label_only/{method}", member, nonmember, n_bootstrap=n_boot, level=level, seed=seed
-        )
-        models_out[name].setdefault("mia", {})["label_only"] = results[name].to_dict()
-        plots["roc"].setdefault("label_only", {})[name] = _roc(results[name])
-    check = _check_against_half(
+        results[name] = run.score(f"label_only/{method}", member, nonmember)
+        run.record(name, "label_only", results[name])
+    return run.judge(
         "mia_label_only",
         results,
-        margin=margin,
-        n_boot=n_boot,
-        level=level,
-        seed=seed,
         two_sided=False,
-        powered=powered if baseline_fair else [],
         power_detail="the original model scores AUC {auc:.3f}",
         describe=f"ART label-only {method} attack, forget vs unseen test",
-    )
-    if not baseline_fair:
-        from dataclasses import replace
-
-        check = replace(
-            check, gating=False, detail=check.detail + " (advisory: forget set not known to be random)"
-        )
-    return check
-
-
-def _check_against_half(
-    name: str,
-    results: dict[str, AttackResult],
-    *,
-    margin: float,
-    n_boot: int,
-    level: float,
-    seed: int,
-    two_sided: bool,
-    powered: list[str],
-    power_detail: str,
-    describe: str,
-) -> Check:
-    """A per-example membership test whose never-trained baseline is AUC 0.5 (paired, U-LiRA)."""
-    orig, unl = results["original"], results["unlearned"]
-    power = orig.auc_ci is not None and orig.auc_ci[0] > 0.5
-    if power:
-        powered.append(name)
-    ci = None if unl.auc_ci is None else (unl.auc_ci[0] - 0.5, unl.auc_ci[1] - 0.5)
-    gain, gain_ci = auc_difference(
-        orig.member_scores,
-        orig.nonmember_scores,
-        unl.member_scores,
-        unl.nonmember_scores,
-        n_bootstrap=n_boot,
-        level=level,
-        seed=seed,
-    )
-    status, reason = judge_excess(
-        unl.auc - 0.5,
-        ci,
-        margin=margin,
-        two_sided=two_sided,
-        power=power,
-        power_detail=power_detail.format(auc=orig.auc),
-        gain=gain,
-        gain_ci=gain_ci,
-    )
-    return Check(
-        name,
-        status,
-        _r(unl.auc - 0.5),
-        _r(margin),
-        f"{describe}: AUC {unl.auc:.3f}; {reason}",
-        ci=_ci(ci),
-        group="privacy",
-        gating=power or status == FAIL,
-        explanation=EXPLANATIONS[name],
+        advisory=None if baseline_fair else "forget set not known to be random",
     )
 
 
