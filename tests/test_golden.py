@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 GOLDEN = Path(__file__).parent / "golden"
 VOLATILE = {"timings", "provenance", "sha256", "seconds", "path", "generated", "command"}
 
