@@ -80,7 +80,7 @@ def test_a_full_policy_file(tmp_path: Path) -> None:
     max_retain_accuracy_drop = 0.01
     max_test_accuracy_drop = 0.03
     forget_accuracy_margin = 0      # integers are numbers too
-    max_forget_class_rate = 1
+    max_forget_class_rate = 0.5
     [robustness]
     max_robust_accuracy_drop = 0.2
     [statistics]
@@ -88,7 +88,7 @@ def test_a_full_policy_file(tmp_path: Path) -> None:
     n_bootstrap = 2000
     """
     policy = load_policy(_toml(tmp_path, text))
-    assert policy == Policy(0.02, 0.01, 0.03, 0, 1, 0.2, 0.99, 2000)
+    assert policy == Policy(0.02, 0.01, 0.03, 0, 0.5, 0.2, 0.99, 2000)
 
 
 # --------------------------------------------------------------------------- bad files
@@ -132,6 +132,12 @@ def test_unknown_sections_and_keys_are_errors(tmp_path: Path, text: str, needle:
         ("[privacy]\nmia_auc_margin = true", "mia_auc_margin", "True"),
         ("[utility]\nmax_test_accuracy_drop = [0.1]", "max_test_accuracy_drop", "[0.1]"),
         ("[statistics]\nn_bootstrap = 10", "n_bootstrap", "10"),
+        ("[statistics]\nn_bootstrap = 1000000000", "n_bootstrap", "1000000000"),
+        ("[statistics]\nn_bootstrap = 20001", "n_bootstrap", "20001"),
+        ("[privacy]\nmia_auc_margin = 0.3", "mia_auc_margin", "0.3"),
+        ("[utility]\nforget_accuracy_margin = 0.5", "forget_accuracy_margin", "0.5"),
+        ("[utility]\nmax_forget_class_rate = 1", "max_forget_class_rate", "1"),
+        ("[statistics]\nconfidence_level = 0.9999", "confidence_level", "0.9999"),
         ("[statistics]\nn_bootstrap = 1000.0", "n_bootstrap", "1000.0"),
         ("[statistics]\nn_bootstrap = true", "n_bootstrap", "True"),
         ("[statistics]\nconfidence_level = 1.0", "confidence_level", "1.0"),

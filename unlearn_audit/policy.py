@@ -37,6 +37,21 @@ _SECTIONS = {
 }
 
 
+# Accepted range of every policy value (README, "Policy"). Margins stay small enough that a
+# membership test can still fail (an AUC excess cannot exceed 0.5); the bootstrap count is
+# bounded so that a policy cannot make the audit run for hours.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "mia_auc_margin": (0.0, 0.2),
+    "max_retain_accuracy_drop": (0.0, 1.0),
+    "max_test_accuracy_drop": (0.0, 1.0),
+    "forget_accuracy_margin": (0.0, 0.2),
+    "max_forget_class_rate": (0.0, 0.5),
+    "max_robust_accuracy_drop": (0.0, 1.0),
+    "confidence_level": (0.5, 0.999),
+    "n_bootstrap": (100, 20_000),
+}
+
+
 @dataclass(frozen=True)
 class Policy:
     """Thresholds the audit gates on. Accuracy and AUC values are fractions in [0, 1]."""
@@ -53,14 +68,14 @@ class Policy:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            lo, hi = BOUNDS[f.name]
             if f.name == "n_bootstrap":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 100:
-                    raise ConfigError(f"policy: n_bootstrap must be an integer >= 100, got {value!r}")
-            elif f.name == "confidence_level":
-                if not isinstance(value, int | float) or not 0.5 <= value < 1:
-                    raise ConfigError(f"policy: confidence_level must be in [0.5, 1), got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ConfigError(f"policy: {f.name} must be a number in [0, 1], got {value!r}")
+                if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                    raise ConfigError(
+                        f"policy: n_bootstrap must be an integer in [{lo}, {hi}], got {value!r}"
+                    )
+            elif isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+                raise ConfigError(f"policy: {f.name} must be a number in [{lo}, {hi}], got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

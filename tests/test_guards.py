@@ -1,0 +1,240 @@
+"""Guards against a hostile supplier: output paths, the watchdog, and graph inspection.
+
+Each test builds the hostile input itself: a FIFO, a symbolic link to a device, an output that
+is an input, a TorchScript forward that loops forever inside C++, graphs that call file, print,
+random or looping operators, and a program that mutates its own state between queries.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearn_audit import graphguard
+from unlearn_audit.errors import ConfigError, ModelError
+from unlearn_audit.fileio import atomic_write_text, check_distinct_paths
+from unlearn_audit.models import build_model
+from unlearn_audit.watchdog import validate_timeout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def test_a_fifo_is_refused_and_survives(tmp_path):
+    fifo = tmp_path / "out.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="named pipe, not a regular file"):
+        atomic_write_text(fifo, "{}")
+    assert fifo.is_fifo()
+
+
+def test_a_symlink_to_a_device_is_refused_and_the_device_untouched(tmp_path):
+    link = tmp_path / "out.json"
+    link.symlink_to("/dev/null")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        atomic_write_text(link, "{}")
+    assert link.is_symlink() and Path("/dev/null").is_char_device()
+
+
+def test_a_device_node_is_refused():
+    with pytest.raises(ConfigError, match="character device"):
+        atomic_write_text("/dev/null", "{}")
+    assert Path("/dev/null").is_char_device()
+
+
+def test_a_regular_file_is_replaced(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and not target.is_symlink()
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+    model = tmp_path / "unlearned.pt"
+    model.write_bytes(b"weights")
+    hard = tmp_path / "hard.pt"
+    os.link(model, hard)
+    soft = tmp_path / "soft.pt"
+    soft.symlink_to(model)
+    for alias in (model, hard, soft, tmp_path / "." / "unlearned.pt"):
+        with pytest.raises(ConfigError, match="is the input --unlearned"):
+            check_distinct_paths({"--json": alias}, {"--unlearned": model})
+
+
+def test_two_outputs_on_one_path_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="--json and --html name the same file"):
+        check_distinct_paths({"--json": tmp_path / "a", "--html": tmp_path / "a"}, {})
+    check_distinct_paths({"--json": tmp_path / "a", "--html": tmp_path / "b"}, {"--original": tmp_path / "c"})
+
+
+# --------------------------------------------------------------------------- the watchdog
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_bad_timeouts_are_refused(bad):
+    with pytest.raises(ConfigError):
+        validate_timeout(bad)
+    assert validate_timeout(0) is None and validate_timeout(2.5) == 2.5
+
+
+def test_a_forward_that_loops_in_cpp_ends_with_exit_2_and_no_temp_file(tmp_path):
+    """A scripted while loop never returns to Python; the watchdog still ends the process."""
+    script = textwrap.dedent(
+        f"""
+        import torch, warnings
+        warnings.simplefilter("ignore")
+        from unlearn_audit.watchdog import guarded, set_limit, track_temp_file
+
+        class Forever(torch.nn.Module):
+            def forward(self, x):
+                i = 0
+                while i >= 0:
+                    x = x + 1.0
+                    i = i + 1
+                return x
+
+        model = torch.jit.script(Forever())
+        tmp = {str(tmp_path / ".audit.json.tmp")!r}
+        open(tmp, "w").write("half")
+        track_temp_file(tmp)
+        set_limit(1.0)
+        with guarded("the unlearned model's forward pass"):
+            model(torch.zeros(2))
+        print("returned")
+        """
+    )
+    path = tmp_path / "hang.py"  # TorchScript compiles from source, so the code lives in a file
+    path.write_text(script, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith("unlearn-audit: error: ")
+    assert "did not finish within 1 s" in lines[0]
+    assert "returned" not in proc.stdout
+    assert not (tmp_path / ".audit.json.tmp").exists()
+
+
+# --------------------------------------------------------------------------- graph inspection
+
+
+def _quiet_script(module):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.script(module)
+
+
+@pytest.mark.parametrize("arch", ["logreg", "mlp", "cnn", "resnet18"])
+def test_the_bundled_architectures_pass_inspection(arch):
+    shape = (3, 32, 32) if arch == "resnet18" else (1, 28, 28)
+    model = build_model(arch, num_classes=10, input_shape=shape).eval()
+    program = torch.export.export(model, (torch.randn(2, *shape),))
+    graphguard.check_graph_module(program.graph_module, arch)
+    graphguard.check_graph_module(program.run_decompositions().graph_module, arch)
+    graphguard.check_torchscript(_quiet_script(model), arch)
+
+
+class _Print(torch.nn.Module):
+    def forward(self, x):
+        print(x)
+        return x
+
+
+class _Noise(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.randn_like(x)
+
+
+class _While(torch.nn.Module):
+    def forward(self, x):
+        i = 0
+        while i < 5:
+            x = x + 1
+            i += 1
+        return x
+
+
+class _DataLoop(torch.nn.Module):
+    def forward(self, x):
+        for _ in range(int(x.sum())):
+            x = x + 1
+        return x
+
+
+class _ShapeLoop(torch.nn.Module):
+    def forward(self, x):
+        for _ in range(x.shape[0]):
+            x = x * 2
+        return x
+
+
+class _Counter(torch.nn.Module):
+    """Answers differently on every query: state that changes between calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(1))
+
+    def forward(self, x):
+        self.calls.add_(1)
+        return x * self.calls
+
+
+@pytest.mark.parametrize(
+    ("module", "needle"),
+    [
+        (_Print(), "prim::Print"),
+        (_Noise(), "aten::randn_like"),
+        (_While(), "loop that may not end"),
+        (_DataLoop(), "loop that may not end"),
+    ],
+    ids=["print", "random", "while", "data-sized-loop"],
+)
+def test_torchscript_graphs_with_side_effects_are_refused(module, needle):
+    with pytest.raises(ModelError, match=needle):
+        graphguard.check_torchscript(_quiet_script(module), "m.pt")
+
+
+def test_a_loop_over_a_shape_is_bounded_and_allowed():
+    graphguard.check_torchscript(_quiet_script(_ShapeLoop()), "m.pt")
+
+
+def test_export_graphs_with_noise_or_state_are_refused():
+    with pytest.raises(ModelError, match="randn_like"):
+        graphguard.check_graph_module(torch.export.export(_Noise(), (torch.randn(2, 3),)).graph_module, "m")
+    with pytest.raises(ModelError, match="writes into the model's inputs or weights"):
+        graphguard.check_graph_module(torch.export.export(_Counter(), (torch.randn(2, 3),)).graph_module, "m")
+
+
+def test_serialised_programs_are_checked_before_loading():
+    node = {"target": "torch.ops.aten.from_file.default", "inputs": [], "outputs": []}
+    program = {"graph_module": {"graph": {"nodes": [node]}, "signature": {"output_specs": []}}}
+    import json
+
+    with pytest.raises(ModelError, match="aten.from_file"):
+        graphguard.check_export_json(json.dumps(program).encode(), "m.pt2")
+    node["target"] = "torch.ops.higher_order.while_loop"
+    with pytest.raises(ModelError, match="while_loop"):
+        graphguard.check_export_json(json.dumps(program).encode(), "m.pt2")
+    node["target"] = "torch.ops.mylib.anything.default"
+    with pytest.raises(ModelError, match="not a pure tensor operator"):
+        graphguard.check_export_json(json.dumps(program).encode(), "m.pt2")
+    node["target"] = "torch.ops.aten.relu.default"
+    program["graph_module"]["signature"]["output_specs"] = [{"buffer_mutation": {}}]
+    with pytest.raises(ModelError, match="changes its own state"):
+        graphguard.check_export_json(json.dumps(program).encode(), "m.pt2")
