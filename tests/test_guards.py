@@ -7,6 +7,7 @@ random or looping operators, and a program that mutates its own state between qu
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -238,3 +240,40 @@ def test_serialised_programs_are_checked_before_loading():
     program["graph_module"]["signature"]["output_specs"] = [{"buffer_mutation": {}}]
     with pytest.raises(ModelError, match="changes its own state"):
         graphguard.check_export_json(json.dumps(program).encode(), "m.pt2")
+
+
+# --------------------------------------------------------------------------- archive bombs
+
+
+def test_an_npz_that_inflates_past_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    from unlearn_audit.data import load_npz_set
+    from unlearn_audit.errors import DataError
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, x=np.zeros((64, 1, 512, 512), np.float32), y=np.zeros(64, np.int64))
+    assert path.stat().st_size < 200_000  # 64 MiB of zeros in a small file
+    monkeypatch.setenv("UNLEARN_AUDIT_MAX_BYTES", str(16 << 20))
+    with pytest.raises(DataError, match="over the limit of 16.0 MiB"):
+        load_npz_set(path)
+    monkeypatch.setenv("UNLEARN_AUDIT_MAX_BYTES", str(128 << 20))
+    assert load_npz_set(path).x.shape == (64, 1, 512, 512)
+
+
+def test_an_npy_header_declaring_more_than_its_member_holds_is_refused(tmp_path):
+    import zipfile
+
+    from unlearn_audit.data import load_npz_set
+    from unlearn_audit.errors import DataError
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**4)}
+    )
+    path = tmp_path / "liar.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", header.getvalue() + b"\0" * 64)
+        buffer = io.BytesIO()
+        np.save(buffer, np.zeros(3, np.int64))
+        archive.writestr("y.npy", buffer.getvalue())
+    with pytest.raises(DataError, match="x.npy declares"):
+        load_npz_set(path)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from unlearn_audit.errors import DataError
+from unlearn_audit.limits import check_npy_file, check_npz_arrays
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"data file not found: {path}")
     if not zipfile.is_zipfile(path):  # np.load would take anything else for a pickle or a .npy
         raise DataError(f"{path}: not a readable .npz file (not a zip archive of arrays)")
+    check_npz_arrays(path)  # declared sizes first: a small file may inflate to gigabytes
     try:
         # allow_pickle=False: an npz with object arrays would need unpickling; refuse it.
         with np.load(path, allow_pickle=False) as archive:
@@ -389,6 +391,7 @@ def _load_torchvision(kind: str, root: Path) -> Dataset:
 def _read_index_file(path: Path) -> np.ndarray:
     try:
         if path.suffix == ".npy":
+            check_npy_file(path)
             values = np.load(path, allow_pickle=False)
         elif path.suffix == ".json":
             values = np.asarray(json.loads(path.read_text()))
