@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from unlearn_audit.errors import ConfigError
+from unlearn_audit.errors import ConfigError, DataError
 
 
 def resolve_device(device: torch.device | str) -> torch.device:
@@ -21,6 +21,23 @@ def resolve_device(device: torch.device | str) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1 (a bool is refused: ``True`` as a batch size is a bug)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_inputs(x: object, *, min_dims: int) -> torch.Tensor:
+    """``x`` if it is a tensor of inputs of shape (N, ...) with at least ``min_dims`` dimensions."""
+    if not isinstance(x, torch.Tensor) or x.dim() < min_dims:
+        raise DataError(
+            f"x must be a torch.Tensor of shape (N, ...), got {type(x).__name__}"
+            + (f" with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else "")
+        )
+    return x
 
 
 @contextlib.contextmanager

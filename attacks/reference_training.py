@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from attacks._torch import resolve_device
+from attacks._torch import check_inputs, check_positive_int, resolve_device
 from unlearn_audit.errors import ConfigError, DataError
 
 __all__ = [
@@ -103,11 +103,7 @@ def _check_training_args(
     lr: float,
     weight_decay: float,
 ) -> list[int]:
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise DataError(
-            f"x must be a torch.Tensor of shape (N, ...), got {type(x).__name__}"
-            + (f" with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else "")
-        )
+    check_inputs(x, min_dims=2)
     if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise DataError(f"y must be a tensor of shape ({x.shape[0]},) to match x, got {shape}")
@@ -120,10 +116,8 @@ def _check_training_args(
         raise ConfigError("seeds must name at least one seed, got an empty sequence")
     if len(set(seed_list)) != len(seed_list):
         raise ConfigError(f"seeds must be distinct (equal seeds give identical models), got {seed_list}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
     if not np.isfinite(lr) or lr <= 0:
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
     if not np.isfinite(weight_decay) or weight_decay < 0:

@@ -34,7 +34,7 @@ from scipy.special import logsumexp
 from torch import nn
 
 from attacks._arrays import readonly_copy, to_numpy
-from attacks._torch import forward_in_batches, resolve_device
+from attacks._torch import check_inputs, check_positive_int, forward_in_batches, resolve_device
 from unlearn_audit.errors import ConfigError, DataError, ModelError
 
 __all__ = ["SIGNAL_NAMES", "Signals", "compute_logits", "compute_signals"]
@@ -92,14 +92,9 @@ def compute_logits(
         DataError: ``x`` is not a tensor with at least one dimension.
         ModelError: the model's parameters are on another device, or its output is not (B, K).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     dev = resolve_device(device)
-    if not isinstance(x, torch.Tensor) or x.dim() < 1:
-        raise DataError(
-            f"x must be a torch.Tensor of shape (N, ...), got {type(x).__name__}"
-            + (f" with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else "")
-        )
+    check_inputs(x, min_dims=1)
     param = next(model.parameters(), None)
     if param is not None and not _same_device(param.device, dev):
         raise ModelError(
