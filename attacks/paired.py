@@ -31,31 +31,14 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.stats import mannwhitneyu
 
+from attacks._arrays import float_vector, readonly_copy
 from unlearn_audit.errors import DataError
 
 __all__ = ["PairedResult", "paired_scores", "paired_test"]
 
 logger = logging.getLogger(__name__)
-
-
-def _vector(name: str, value: object) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    a = np.asarray(value, dtype=np.float64)
-    if a.ndim != 1:
-        raise DataError(f"{name} must be a 1-D array, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise DataError(f"{name} must be finite; {int(np.sum(~np.isfinite(a)))} entries are NaN or inf")
-    return a
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, dtype=np.float64, copy=True)
-    a.setflags(write=False)
-    return a
 
 
 def paired_scores(
@@ -78,8 +61,8 @@ def paired_scores(
     Raises:
         DataError: non-1-D or non-finite input, or paired arrays of different lengths.
     """
-    uf, rf = _vector("unl_forget", unl_forget), _vector("ret_forget", ret_forget)
-    ut, rt = _vector("unl_test", unl_test), _vector("ret_test", ret_test)
+    uf, rf = float_vector("unl_forget", unl_forget), float_vector("ret_forget", ret_forget)
+    ut, rt = float_vector("unl_test", unl_test), float_vector("ret_test", ret_test)
     if uf.shape != rf.shape:
         raise DataError(
             f"unl_forget and ret_forget must pair up example by example, got lengths "
@@ -152,8 +135,8 @@ def paired_test(
     mw = mannwhitneyu(forget_diffs, test_diffs, alternative="greater")
     u = float(mw.statistic)
     result = PairedResult(
-        forget_diffs=_readonly(forget_diffs),
-        test_diffs=_readonly(test_diffs),
+        forget_diffs=readonly_copy(forget_diffs, np.float64),
+        test_diffs=readonly_copy(test_diffs, np.float64),
         auc=u / (n_f * n_t),
         p_value=float(mw.pvalue),
         u_statistic=u,

@@ -33,6 +33,8 @@ import torch
 from scipy.special import logsumexp
 from torch import nn
 
+from attacks._arrays import readonly_copy, to_numpy
+from attacks._torch import check_inputs, check_positive_int, forward_in_batches, resolve_device
 from unlearn_audit.errors import ConfigError, DataError, ModelError
 
 __all__ = ["SIGNAL_NAMES", "Signals", "compute_logits", "compute_signals"]
@@ -53,6 +55,14 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
         return False
     return a.index is None or b.index is None or a.index == b.index
+
+
+def _checked_logits(out: object) -> torch.Tensor:
+    """One batch's output as float32 CPU logits; anything but a (B, K) tensor is a model error."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"model must return logits of shape (batch, classes), got {shape}")
+    return out.detach().to(device="cpu", dtype=torch.float32)
 
 
 def compute_logits(
@@ -82,51 +92,22 @@ def compute_logits(
         DataError: ``x`` is not a tensor with at least one dimension.
         ModelError: the model's parameters are on another device, or its output is not (B, K).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
-    if not isinstance(x, torch.Tensor) or x.dim() < 1:
-        raise DataError(
-            f"x must be a torch.Tensor of shape (N, ...), got {type(x).__name__}"
-            + (f" with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else "")
-        )
+    check_positive_int("batch_size", batch_size)
+    dev = resolve_device(device)
+    check_inputs(x, min_dims=1)
     param = next(model.parameters(), None)
     if param is not None and not _same_device(param.device, dev):
         raise ModelError(
             f"model parameters are on {param.device} but device={str(dev)!r}; move the model with "
             f"model.to({str(dev)!r}) or pass device={str(param.device)!r}"
         )
-
-    modes = [(module, module.training) for module in model.modules()]
-    outputs: list[torch.Tensor] = []
-    try:
-        model.eval()
-        with torch.inference_mode():
-            # One pass even for N == 0, so an empty input still yields shape (0, K).
-            for start in range(0, max(x.shape[0], 1), batch_size):
-                out = model(x[start : start + batch_size].to(dev))
-                if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise ModelError(f"model must return logits of shape (batch, classes), got {shape}")
-                outputs.append(out.detach().to(device="cpu", dtype=torch.float32))
-    finally:
-        for module, training in modes:
-            module.training = training
+    outputs = forward_in_batches(model, x, batch_size=batch_size, device=dev, keep=_checked_logits)
     logits = torch.cat(outputs, dim=0)
     logger.debug("compute_logits: %d examples, %d classes on %s", logits.shape[0], logits.shape[1], dev)
     return logits
 
 
 # ----------------------------------------------------------------------------- signals
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a)
-    a.setflags(write=False)
-    return a
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,7 +137,7 @@ class Signals:
                 n = value.shape[0]
             elif value.shape[0] != n:
                 raise DataError(f"Signals.{f.name} has length {value.shape[0]}, expected {n} like the others")
-            object.__setattr__(self, f.name, _readonly(value.astype(dtype, copy=True)))
+            object.__setattr__(self, f.name, readonly_copy(value, dtype))
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -195,17 +176,6 @@ class Signals:
         )
 
 
-def _as_numpy(a: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    if isinstance(a, np.ndarray):
-        return a
-    try:
-        return np.asarray(a)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{what} must be an array or tensor, got {type(a).__name__}") from exc
-
-
 def _loo_logsumexp(z: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``logsumexp_{i != cols[r]} z[r, i]`` for every row r (leave one column out)."""
     masked = z.copy()
@@ -213,26 +183,10 @@ def _loo_logsumexp(z: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return logsumexp(masked, axis=1)
 
 
-def compute_signals(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> Signals:
-    """All membership signals (see the module docstring) from logits and labels, in float64.
-
-    Args:
-        logits: (N, K) real logits, K >= 2, all finite; any float dtype (cast to float64).
-        labels: (N,) integer class labels in ``[0, K)``.
-
-    Returns:
-        ``Signals`` with N examples.
-
-    Raises:
-        DataError: wrong shapes, K < 2, non-finite logits, non-integer or out-of-range labels.
-
-    Precision: ``log p`` is formed as ``(z - z_max) - log1p(sum_{i != argmax} exp(z_i - z_max))``,
-    so a loss of 1e-30 is kept to full relative precision; ``log(1 - p_i)`` is ``log1p(-p_i)``
-    where ``p_i <= 1/2`` and an exact leave-one-out log-sum-exp for the arg-max column and the
-    label column, where ``p`` can round to 1.
-    """
-    z = _as_numpy(logits, "logits")
-    y = _as_numpy(labels, "labels")
+def _checked_inputs(logits: object, labels: object) -> tuple[np.ndarray, np.ndarray]:
+    """Logits as finite float64 (N, K), K >= 2, and labels as int64 (N,) in ``[0, K)``."""
+    z = to_numpy(logits, "logits")
+    y = to_numpy(labels, "labels")
     if z.ndim != 2:
         raise DataError(f"logits must have shape (N, K), got {z.shape}")
     n, k = z.shape
@@ -253,6 +207,29 @@ def compute_signals(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np
         raise DataError(
             f"labels must lie in [0, {k - 1}] for K={k} classes, got min {y.min()}, max {y.max()}"
         )
+    return z, y
+
+
+def compute_signals(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> Signals:
+    """All membership signals (see the module docstring) from logits and labels, in float64.
+
+    Args:
+        logits: (N, K) real logits, K >= 2, all finite; any float dtype (cast to float64).
+        labels: (N,) integer class labels in ``[0, K)``.
+
+    Returns:
+        ``Signals`` with N examples.
+
+    Raises:
+        DataError: wrong shapes, K < 2, non-finite logits, non-integer or out-of-range labels.
+
+    Precision: ``log p`` is formed as ``(z - z_max) - log1p(sum_{i != argmax} exp(z_i - z_max))``,
+    so a loss of 1e-30 is kept to full relative precision; ``log(1 - p_i)`` is ``log1p(-p_i)``
+    where ``p_i <= 1/2`` and an exact leave-one-out log-sum-exp for the arg-max column and the
+    label column, where ``p`` can round to 1.
+    """
+    z, y = _checked_inputs(logits, labels)
+    n = z.shape[0]
 
     rows = np.arange(n)
     top = np.argmax(z, axis=1) if n else np.zeros(0, dtype=np.int64)

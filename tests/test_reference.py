@@ -150,7 +150,7 @@ def test_lira_online_fallbacks_are_as_documented(caplog):
         dtype=bool,
     )
     target = np.array([0.3, -0.2, 0.5, 1.0])
-    with caplog.at_level(logging.WARNING, logger="attacks.reference"):
+    with caplog.at_level(logging.WARNING, logger="attacks.lira"):
         got = lira_online(target, ref, in_mask)
     assert "fallbacks" in caplog.text
     np.testing.assert_allclose(got[:2], slow_lira_online(target[:2], ref[:2], in_mask[:2])[:2], rtol=1e-10)
