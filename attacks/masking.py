@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.random_search import random_search_perturb
-from attacks.robust import attack_guard, batches, evaluate_attack, predict_labels, seeded
+from attacks.robust import attack_guard, batches, evaluate_attack, predict_labels, seeded, share_of
 from attacks.spec import AttackSpec, check_count, check_inputs
 from unlearn_audit.errors import ConfigError
 
@@ -134,7 +134,7 @@ def _search_correct(
 ) -> tuple[Tensor, Tensor]:
     """Random-search outcome per example (correct on its adversarial input) and a second clean pass."""
     y_cpu = y.detach().cpu().long()
-    correct, clean = [], []
+    correct = []
     with attack_guard(model, device), seeded(seed, device):
         generator = torch.Generator(device=device).manual_seed(seed)
         for xb, yb in batches(x, y_cpu, batch_size, device):
@@ -142,12 +142,8 @@ def _search_correct(
                 model, xb, yb, spec.eps, norm=spec.norm, queries=queries, generator=generator
             )
             correct.append(predict_labels(model, adv, batch_size, device) == yb.cpu())
-        clean.append(predict_labels(model, x, batch_size, device) == y_cpu)
-    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool), torch.cat(clean)
-
-
-def _fraction(mask: Tensor) -> float:
-    return float(mask.float().mean()) if len(mask) else float("nan")
+        clean = predict_labels(model, x, batch_size, device) == y_cpu
+    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool), clean
 
 
 def _flags(report: MaskingReport, *, tolerance: float, zero_gradient_threshold: float) -> list[MaskingFlag]:
@@ -255,8 +251,8 @@ def masking_checks(
         robust_accuracy=res.robust_accuracy,
         adversarial_accuracy=res.adversarial_accuracy,
         single_step_robust_accuracy=single,
-        search_robust_accuracy=_fraction(outcome.clean_correct & search_ok),
-        search_only_share=_fraction(robust_ok & ~search_ok),
+        search_robust_accuracy=share_of(outcome.clean_correct & search_ok),
+        search_only_share=share_of(robust_ok & ~search_ok),
         gradient=gradient_health(model, x, y, batch_size=batch_size, device=device),
         randomised=not torch.equal(clean_again, outcome.clean_correct),
         flags=(),

@@ -38,6 +38,7 @@ __all__ = [
     "predict_labels",
     "robust_accuracy",
     "seeded",
+    "share_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -102,11 +103,30 @@ class _Run:
     early_stop: bool
 
     @classmethod
-    def checked(cls, spec: AttackSpec, x: Tensor, y: Tensor, **settings) -> _Run:
+    def checked(
+        cls,
+        spec: AttackSpec,
+        x: Tensor,
+        y: Tensor,
+        *,
+        backend: str,
+        num_classes: int,
+        batch_size: int,
+        device: str | torch.device,
+        seed: int,
+        early_stop: bool,
+    ) -> _Run:
         """Settings after the checks of ``check_run`` and ``check_inputs`` (fail before attacking)."""
-        backend = check_run(spec, settings.pop("backend"), settings["num_classes"], settings["batch_size"])
-        check_inputs(x, y, settings["num_classes"])
-        return cls(backend=backend, device=torch.device(settings.pop("device")), **settings)
+        backend = check_run(spec, backend, num_classes, batch_size)
+        check_inputs(x, y, num_classes)
+        return cls(
+            backend=backend,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            device=torch.device(device),
+            seed=seed,
+            early_stop=early_stop,
+        )
 
 
 @contextlib.contextmanager
@@ -216,7 +236,8 @@ def _perturb(model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, run: _Run
     return torch.cat(chunks), notes
 
 
-def _fraction(mask: Tensor) -> float:
+def share_of(mask: Tensor) -> float:
+    """The share of True entries of a per-example mask: an accuracy; NaN when there are no examples."""
     return float(mask.float().mean()) if len(mask) else float("nan")
 
 
@@ -252,7 +273,7 @@ def evaluate_attack(
         x_adv, notes = _perturb(model, x, y_cpu, spec, run)
         adv_ok = predict_labels(model, x_adv, batch_size, run.device) == y_cpu
     seconds = time.perf_counter() - t0
-    clean_acc, robust_acc = _fraction(clean_ok), _fraction(clean_ok & adv_ok)
+    clean_acc, robust_acc = share_of(clean_ok), share_of(clean_ok & adv_ok)
     result = RobustResult(
         attack=spec.name,
         label=spec.label,
@@ -266,7 +287,7 @@ def evaluate_attack(
         clean_accuracy=clean_acc,
         robust_accuracy=robust_acc,
         gap=clean_acc - robust_acc,
-        adversarial_accuracy=_fraction(adv_ok),
+        adversarial_accuracy=share_of(adv_ok),
         seconds=seconds,
         seed=seed,
         device=str(run.device),
