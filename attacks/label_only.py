@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal, cast
 
 import numpy as np
@@ -113,6 +114,139 @@ def _numpy_seed(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Split:
+    """Members and non-members of one split, as ART wants them: float32 inputs, one-hot labels."""
+
+    x_member: np.ndarray
+    y_member: np.ndarray
+    x_nonmember: np.ndarray
+    y_nonmember: np.ndarray
+
+    @classmethod
+    def of(cls, prefix: str, arrays: Sequence[ArrayLike], shape: tuple[int, ...], num_classes: int) -> _Split:
+        """Checked split from ``(x_member, y_member, x_nonmember, y_nonmember)``; names in errors
+        start with ``prefix`` (``"train"`` or ``"eval"``)."""
+        xm = _inputs(f"x_{prefix}_member", arrays[0], shape)
+        xn = _inputs(f"x_{prefix}_nonmember", arrays[2], shape)
+        ym = _one_hot(f"y_{prefix}_member", arrays[1], xm.shape[0], num_classes)
+        yn = _one_hot(f"y_{prefix}_nonmember", arrays[3], xn.shape[0], num_classes)
+        return cls(x_member=xm, y_member=ym, x_nonmember=xn, y_nonmember=yn)
+
+
+def _check_settings(method: str, num_classes: int, input_shape: tuple[int, ...], budget: dict[str, int]):
+    """Reject a bad method, class count, input shape or HopSkipJump budget; the shape as ints."""
+    if method not in ("gap", "boundary"):
+        raise ConfigError(f"method must be 'gap' or 'boundary', got {method!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    shape = tuple(int(s) for s in input_shape)
+    if not shape or any(s < 1 for s in shape):
+        raise ConfigError(f"input_shape must be a non-empty tuple of positive sizes, got {input_shape!r}")
+    for name, value in budget.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    if budget["init_eval"] > budget["max_eval"]:
+        raise ConfigError(
+            f"init_eval must not exceed max_eval, got init_eval={budget['init_eval']}, "
+            f"max_eval={budget['max_eval']}"
+        )
+    return shape
+
+
+def _device(device: torch.device | str) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
+
+
+def _calibration(arrays: Sequence[ArrayLike | None], shape: tuple[int, ...], num_classes: int) -> _Split:
+    """The train split the boundary attack calibrates its threshold on: all four parts, both non-empty."""
+    names = ("x_train_member", "y_train_member", "x_train_nonmember", "y_train_nonmember")
+    missing = [name for name, value in zip(names, arrays, strict=True) if value is None]
+    if missing:
+        raise DataError(f"method='boundary' calibrates on the train split; missing {', '.join(missing)}")
+    split = _Split.of("train", cast(Sequence[ArrayLike], arrays), shape, num_classes)
+    if split.x_member.shape[0] == 0 or split.x_nonmember.shape[0] == 0:
+        raise DataError(
+            f"boundary calibration needs members and non-members, got {split.x_member.shape[0]} and "
+            f"{split.x_nonmember.shape[0]}"
+        )
+    return split
+
+
+@contextlib.contextmanager
+def _art_classifier(
+    model: nn.Module, shape: tuple[int, ...], num_classes: int, dev: torch.device, seed: int
+) -> Iterator[object]:
+    """ART's ``PyTorchClassifier`` around ``model``; the model's modes and device restored afterwards.
+
+    ART moves the model to its device ("cpu", or the *current* CUDA device) and sets its modes.
+    numpy's global RNG (HopSkipJump draws from it) is seeded for the block and restored.
+    """
+    from art.estimators.classification import PyTorchClassifier
+
+    modes = [(m, m.training) for m in model.modules()]
+    param = next(model.parameters(), None)
+    original_device = param.device if param is not None else None
+    cuda_ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+    try:
+        with cuda_ctx, _numpy_seed(seed):
+            dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+            yield PyTorchClassifier(
+                model=_Float32Input(model, dtype),
+                loss=nn.CrossEntropyLoss(),
+                input_shape=shape,
+                nb_classes=num_classes,
+                clip_values=(0.0, 1.0),
+                device_type="gpu" if dev.type == "cuda" else "cpu",
+            )
+    finally:
+        if original_device is not None and param is not None and param.device != original_device:
+            model.to(original_device)
+        for m, training in modes:
+            m.training = training
+
+
+def _gap_scores(classifier: object, split: _Split) -> tuple[np.ndarray, np.ndarray]:
+    """1.0 for each correctly classified example, else 0.0 (Yeom et al.'s gap attack)."""
+    from art.attacks.inference.membership_inference import LabelOnlyGapAttack
+
+    attack = LabelOnlyGapAttack(classifier)
+    member = attack.infer(split.x_member, split.y_member) if split.x_member.shape[0] else np.zeros(0)
+    nonmember = (
+        attack.infer(split.x_nonmember, split.y_nonmember) if split.x_nonmember.shape[0] else np.zeros(0)
+    )
+    return member, nonmember
+
+
+def _boundary_scores(
+    classifier: object, train: _Split, split: _Split, hsj: dict[str, object]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sigmoid(d - tau)``: HopSkipJump distance d to the boundary, tau calibrated on ``train``."""
+    from art.attacks.inference.membership_inference import LabelOnlyDecisionBoundary
+
+    attack = LabelOnlyDecisionBoundary(classifier)
+    attack.calibrate_distance_threshold(
+        train.x_member, train.y_member, train.x_nonmember, train.y_nonmember, **hsj
+    )
+    attack.threshold_bins = []  # score = sigmoid(d - tau): monotone in the distance d
+    logger.info(
+        "label-only boundary attack: calibrated tau = %.4g on %d + %d examples",
+        attack.distance_threshold_tau,
+        train.x_member.shape[0],
+        train.x_nonmember.shape[0],
+    )
+
+    def score(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 0:
+            return np.zeros(0)
+        return attack.infer(x, y, probabilities=True, **hsj)[:, 1]
+
+    return score(split.x_member, split.y_member), score(split.x_nonmember, split.y_nonmember)
+
+
 def label_only_attack(
     model: nn.Module,
     x_train_member: ArrayLike | None,
@@ -170,112 +304,20 @@ def label_only_attack(
         ConfigError: unknown method, bad num_classes / input_shape / budgets / device.
         DataError: shapes, label range, inputs outside [0, 1], missing train split for boundary.
     """
-    from art.attacks.inference.membership_inference import LabelOnlyDecisionBoundary, LabelOnlyGapAttack
-    from art.estimators.classification import PyTorchClassifier
-
-    if method not in ("gap", "boundary"):
-        raise ConfigError(f"method must be 'gap' or 'boundary', got {method!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    shape = tuple(int(s) for s in input_shape)
-    if not shape or any(s < 1 for s in shape):
-        raise ConfigError(f"input_shape must be a non-empty tuple of positive sizes, got {input_shape!r}")
-    for name, value, low in (
-        ("max_iter", max_iter, 1),
-        ("max_eval", max_eval, 1),
-        ("init_eval", init_eval, 1),
-        ("init_size", init_size, 1),
-        ("batch_size", batch_size, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    if init_eval > max_eval:
-        raise ConfigError(
-            f"init_eval must not exceed max_eval, got init_eval={init_eval}, max_eval={max_eval}"
-        )
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from exc
-
-    xe_in = _inputs("x_eval_member", x_eval_member, shape)
-    xe_out = _inputs("x_eval_nonmember", x_eval_nonmember, shape)
-    ye_in = _one_hot("y_eval_member", y_eval_member, xe_in.shape[0], num_classes)
-    ye_out = _one_hot("y_eval_nonmember", y_eval_nonmember, xe_out.shape[0], num_classes)
+    budget = dict(max_iter=max_iter, max_eval=max_eval, init_eval=init_eval, init_size=init_size)
+    shape = _check_settings(method, num_classes, input_shape, {**budget, "batch_size": batch_size})
+    dev = _device(device)
+    evaluated = _Split.of(
+        "eval", (x_eval_member, y_eval_member, x_eval_nonmember, y_eval_nonmember), shape, num_classes
+    )
+    train = None
     if method == "boundary":
-        missing = [
-            n
-            for n, v in (
-                ("x_train_member", x_train_member),
-                ("y_train_member", y_train_member),
-                ("x_train_nonmember", x_train_nonmember),
-                ("y_train_nonmember", y_train_nonmember),
-            )
-            if v is None
-        ]
-        if missing:
-            raise DataError(f"method='boundary' calibrates on the train split; missing {', '.join(missing)}")
-        xt_in = _inputs("x_train_member", cast(ArrayLike, x_train_member), shape)
-        xt_out = _inputs("x_train_nonmember", cast(ArrayLike, x_train_nonmember), shape)
-        yt_in = _one_hot("y_train_member", cast(ArrayLike, y_train_member), xt_in.shape[0], num_classes)
-        yt_out = _one_hot(
-            "y_train_nonmember", cast(ArrayLike, y_train_nonmember), xt_out.shape[0], num_classes
-        )
-        if xt_in.shape[0] == 0 or xt_out.shape[0] == 0:
-            raise DataError(
-                f"boundary calibration needs members and non-members, got {xt_in.shape[0]} and "
-                f"{xt_out.shape[0]}"
-            )
-
-    modes = [(m, m.training) for m in model.modules()]
-    param = next(model.parameters(), None)
-    original_device = param.device if param is not None else None
-    cuda_ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
-    try:
-        with cuda_ctx, _numpy_seed(seed):
-            # ART moves the model to its device: "cpu", or the *current* CUDA device.
-            dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-            classifier = PyTorchClassifier(
-                model=_Float32Input(model, dtype),
-                loss=nn.CrossEntropyLoss(),
-                input_shape=shape,
-                nb_classes=num_classes,
-                clip_values=(0.0, 1.0),
-                device_type="gpu" if dev.type == "cuda" else "cpu",
-            )
-            if method == "gap":
-                attack = LabelOnlyGapAttack(classifier)
-                member = attack.infer(xe_in, ye_in) if xe_in.shape[0] else np.zeros(0)
-                nonmember = attack.infer(xe_out, ye_out) if xe_out.shape[0] else np.zeros(0)
-            else:
-                hsj = dict(
-                    norm=2,
-                    max_iter=max_iter,
-                    max_eval=max_eval,
-                    init_eval=init_eval,
-                    init_size=init_size,
-                    batch_size=batch_size,
-                    verbose=False,
-                )
-                attack = LabelOnlyDecisionBoundary(classifier)
-                attack.calibrate_distance_threshold(xt_in, yt_in, xt_out, yt_out, **hsj)
-                attack.threshold_bins = []  # score = sigmoid(d - tau): monotone in the distance d
-                logger.info(
-                    "label-only boundary attack: calibrated tau = %.4g on %d + %d examples",
-                    attack.distance_threshold_tau,
-                    xt_in.shape[0],
-                    xt_out.shape[0],
-                )
-
-                def score(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-                    if x.shape[0] == 0:
-                        return np.zeros(0)
-                    return attack.infer(x, y, probabilities=True, **hsj)[:, 1]
-
-                member, nonmember = score(xe_in, ye_in), score(xe_out, ye_out)
-    finally:
-        if original_device is not None and param is not None and param.device != original_device:
-            model.to(original_device)
-        for m, training in modes:
-            m.training = training
+        train_arrays = (x_train_member, y_train_member, x_train_nonmember, y_train_nonmember)
+        train = _calibration(train_arrays, shape, num_classes)
+    with _art_classifier(model, shape, num_classes, dev, seed) as classifier:
+        if train is None:
+            member, nonmember = _gap_scores(classifier, evaluated)
+        else:
+            hsj = dict(norm=2, **budget, batch_size=batch_size, verbose=False)
+            member, nonmember = _boundary_scores(classifier, train, evaluated, hsj)
     return np.asarray(member, dtype=np.float64), np.asarray(nonmember, dtype=np.float64)

@@ -1,4 +1,5 @@
-"""Tests for attacks/adversarial.py.
+"""Tests for the adversarial modules of attacks/ (spec, pgd, threat, backends, robust, random_search,
+masking), imported through attacks.adversarial as other modules do.
 
 References used: an analytic worst case for linear two-class models (exact robust accuracy under
 L-inf with the [0, 1] box, and under L2 where the box cannot bind), a slow per-example PGD loop in
@@ -20,12 +21,14 @@ from torch import nn
 from attacks.adversarial import (
     AttackSpec,
     adversarial_examples,
-    default_attack_specs,
     fgsm_perturb,
-    gradient_check,
+    gradient_health,
+    masking_checks,
     pgd_perturb,
+    pgd_spec,
+    random_search_perturb,
     robust_accuracy,
-    robustness_suite,
+    threat_model,
 )
 from unlearn_audit.errors import ConfigError, DataError
 
@@ -154,8 +157,11 @@ def test_linear_model_matches_exact_robust_accuracy(backend: str) -> None:
     exact = _exact_linf(model, x, y, eps).double().mean().item()
     clean = (model(x).argmax(1) == y).double().mean().item()
     assert 0.2 < exact < clean - 0.1  # the case is not trivial
-    for spec in (AttackSpec.fgsm(eps), AttackSpec.pgd(eps, eps / 8, 20, random_start=False),
-                 AttackSpec.pgd(eps, eps / 8, 20, random_start=True)):
+    for spec in (
+        AttackSpec.fgsm(eps),
+        AttackSpec.pgd(eps, eps / 8, 20, random_start=False),
+        AttackSpec.pgd(eps, eps / 8, 20, random_start=True),
+    ):
         res = robust_accuracy(model, x, y, spec, backend=backend, num_classes=2)
         assert res.clean_accuracy == pytest.approx(clean)
         assert res.robust_accuracy == pytest.approx(exact), spec.label
@@ -199,8 +205,9 @@ def test_robust_requires_clean_and_adversarial_correct(backend: str) -> None:
     assert res.clean_accuracy == 0.5
     assert res.adversarial_accuracy == 1.0
     assert res.robust_accuracy == 0.5 and res.gap == 0.0
-    suite = robustness_suite(Periodic(), x, y, [spec], backend=backend, num_classes=2)
-    assert any("accuracy on adversarial inputs" in w for w in suite.warnings)
+    report = masking_checks(Periodic(), x, y, spec, backend=backend, num_classes=2)
+    assert "attack_raises_accuracy" in report.codes
+    assert any("accuracy on adversarial inputs" in f.message for f in report.flags)
 
 
 def test_eps_zero_gives_clean_accuracy(mlp, test_split) -> None:
@@ -216,8 +223,9 @@ def test_eps_zero_gives_clean_accuracy(mlp, test_split) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _slow_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-              norm: str) -> torch.Tensor:
+def _slow_pgd(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int, norm: str
+) -> torch.Tensor:
     """One example at a time, written from the definition (no random start)."""
     out = []
     for xi, yi in zip(x, y, strict=True):
@@ -324,7 +332,7 @@ def test_own_perturbations_stay_in_threat_model(mlp, test_split) -> None:
 
 def test_autoattack_torchattacks_settings() -> None:
     """AutoAttack 'standard' parts with the paper's settings: top-9 targets, `steps` iterations."""
-    from attacks.adversarial import _TorchattacksAttack
+    from attacks.backends import _TorchattacksAttack
 
     for num_classes, targets in ((100, 9), (10, 9), (5, 4), (3, None)):
         model = nn.Sequential(nn.Flatten(), nn.Linear(4, num_classes))
@@ -400,8 +408,9 @@ def test_fgsm_agrees_with_art_and_pgd_is_stronger(mlp, test_split) -> None:
 def bn_dropout_model(digits) -> nn.Module:
     x, y = digits
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.5),
-                          nn.Linear(64, 10))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 10)
+    )
     return _train(model, x[:1200], y[:1200], epochs=100)
 
 
@@ -454,15 +463,17 @@ def test_perturb_functions_leave_model_mode_and_grads(bn_dropout_model, test_spl
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train(start_training)
     try:
-        for fn in (lambda: fgsm_perturb(model, x, y, 0.1, random_start=True),
-                   lambda: pgd_perturb(model, x, y, 0.1, alpha=0.02, steps=3),
-                   lambda: pgd_perturb(model, x, y, 0.5, alpha=0.1, steps=3, norm="l2")):
+        for fn in (
+            lambda: fgsm_perturb(model, x, y, 0.1, random_start=True),
+            lambda: pgd_perturb(model, x, y, 0.1, alpha=0.02, steps=3),
+            lambda: pgd_perturb(model, x, y, 0.5, alpha=0.1, steps=3, norm="l2"),
+        ):
             with torch.no_grad():  # gradients are re-enabled locally for the input only
                 adv = fn()
             assert model.training is start_training
             assert all(p.grad is None for p in model.parameters())
             assert torch.equal(x, x_before) and not adv.requires_grad
-        assert gradient_check(model, x, y) == 0.0
+        assert gradient_health(model, x, y).zero_share == 0.0
         assert model.training is start_training
     finally:
         model.load_state_dict(state)  # train-mode forwards moved the BatchNorm statistics
@@ -486,25 +497,70 @@ def test_seed_reproducible(mlp, test_split) -> None:
 
 def test_gradient_masking_is_flagged(mlp, test_split) -> None:
     x, y = test_split
-    specs = [AttackSpec.fgsm(0.1), AttackSpec.pgd(0.1, 0.0125, 20)]
+    spec = AttackSpec.pgd(0.1, 0.0125, 20)
 
-    normal = robustness_suite(mlp, x, y, specs, num_classes=10)
-    assert normal.zero_gradient_share == 0.0
-    assert normal.warnings == ()
-    (wc,) = normal.worst_case
-    assert wc.robust_accuracy <= min(r.robust_accuracy for r in normal.results)
-    assert wc.gap == pytest.approx(normal.clean_accuracy - wc.robust_accuracy)
+    normal = masking_checks(mlp, x, y, spec, num_classes=10)
+    assert normal.gradient.zero_share == 0.0 and not normal.gradient.absent
+    assert normal.flags == () and not normal.masked
+    assert normal.robust_accuracy <= normal.single_step_robust_accuracy + 0.01
 
     masked_model = Rounded(mlp)
-    masked = robustness_suite(masked_model, x, y, specs, num_classes=10)
-    assert masked.zero_gradient_share == 1.0
-    assert any("gradient masking" in w and "zero" in w for w in masked.warnings)
+    masked = masking_checks(masked_model, x, y, spec, num_classes=10)
+    assert masked.gradient.zero_share == 1.0
+    assert "zero_gradient" in masked.codes
+    assert any("exactly zero" in f.message for f in masked.flags)
     # The masked model looks (falsely) far more robust than the one it wraps.
-    assert masked.results[1].robust_accuracy > normal.results[1].robust_accuracy + 0.3
+    assert masked.robust_accuracy > normal.robust_accuracy + 0.3
 
     hard = HardArgmax(mlp)
-    assert gradient_check(hard, x, y) == 1.0
+    health = gradient_health(hard, x, y)
+    assert health.zero_share == 1.0 and health.absent
     assert torch.equal(pgd_perturb(hard, x, y, 0.1, alpha=0.01, steps=3, random_start=False), x)
+
+
+class Detached(nn.Module):
+    """Gradient masking by a detached output: the logits are right, no gradient reaches the input."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x).detach()
+
+
+def test_detached_model_looks_robust_to_pgd_but_is_flagged(mlp, test_split) -> None:
+    x, y = test_split
+    spec = AttackSpec.pgd(0.1, 0.0125, 20)
+    honest = masking_checks(mlp, x, y, spec, num_classes=10)
+    report = masking_checks(Detached(mlp), x, y, spec, num_classes=10)
+    assert report.clean_accuracy == honest.clean_accuracy  # same logits
+    # PGD cannot move: its robust accuracy stays near clean accuracy, far above the honest figure.
+    assert report.robust_accuracy > report.clean_accuracy - 0.05
+    assert report.robust_accuracy > honest.robust_accuracy + 0.3
+    assert report.masked and {"no_gradient", "search_beats_gradient"} <= set(report.codes)
+    assert report.gradient.absent and report.gradient.zero_share == 1.0
+    # The gradient-free search sees the same logits, hence the same robust accuracy on both.
+    assert report.search_robust_accuracy == honest.search_robust_accuracy
+    assert report.search_robust_accuracy < report.robust_accuracy - 0.3
+    assert honest.search_only_share <= 0.01 and not honest.masked
+
+
+def test_random_search_stays_in_threat_model_and_is_seeded(mlp, test_split) -> None:
+    x, y = test_split
+    for norm, eps in (("linf", 0.1), ("l2", 0.8)):
+        spec = AttackSpec.pgd(eps, eps / 4, 10, norm=norm)
+        adv = random_search_perturb(
+            mlp, x, y, eps, norm=norm, queries=50, generator=torch.Generator().manual_seed(1)
+        )
+        _assert_in_threat_model(adv, x, spec)
+        again = random_search_perturb(
+            mlp, x, y, eps, norm=norm, queries=50, generator=torch.Generator().manual_seed(1)
+        )
+        assert torch.equal(adv, again)
+        with torch.no_grad():
+            assert (mlp(adv).argmax(1) != y).float().mean() > (mlp(x).argmax(1) != y).float().mean()
+    assert torch.equal(random_search_perturb(mlp, x, y, 0.0), x)
 
 
 class Noisy(nn.Module):
@@ -521,19 +577,19 @@ class Noisy(nn.Module):
 def test_randomised_model_is_flagged(mlp, test_split) -> None:
     x, y = test_split
     torch.manual_seed(0)
-    specs = [AttackSpec.fgsm(0.05), AttackSpec.fgsm(0.1)]
-    res = robustness_suite(Noisy(mlp), x, y, specs, backend="native", num_classes=10)
-    assert res.results[0].clean_accuracy != res.results[1].clean_accuracy
-    assert any("clean accuracy differs between runs" in w for w in res.warnings)
+    res = masking_checks(Noisy(mlp), x, y, AttackSpec.pgd(0.05, 0.01, 5), backend="native", num_classes=10)
+    assert res.randomised
+    assert any("two clean passes disagree" in f.message for f in res.flags)
 
 
 def test_weaker_attack_beating_stronger_is_flagged(mlp, test_split) -> None:
     x, y = test_split
-    # "PGD" with one tiny step is weaker than FGSM: the ordering check must notice.
-    specs = [AttackSpec.fgsm(0.1), AttackSpec.pgd(0.1, 0.001, 2, random_start=False)]
-    res = robustness_suite(mlp, x, y, specs, backend="native", num_classes=10)
-    assert res.results[1].robust_accuracy > res.results[0].robust_accuracy + 0.01
-    assert any("stronger attack pgd-2" in w for w in res.warnings)
+    # "PGD" with two tiny steps is weaker than FGSM: the ordering check must notice.
+    spec = AttackSpec.pgd(0.1, 0.001, 2, random_start=False)
+    res = masking_checks(mlp, x, y, spec, backend="native", num_classes=10)
+    assert res.robust_accuracy > res.single_step_robust_accuracy + 0.01
+    assert "single_step_beats_iterative" in res.codes
+    assert any("pgd-2" in f.message for f in res.flags)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -541,17 +597,22 @@ def test_weaker_attack_beating_stronger_is_flagged(mlp, test_split) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_default_specs() -> None:
-    fgsm, pgd, l2 = default_attack_specs("MNIST-5k")
-    assert (fgsm.name, fgsm.eps, fgsm.step_size) == ("fgsm", 0.3, 0.3)
+def test_threat_model_table_and_overrides() -> None:
+    assert threat_model("mnist") == threat_model("MNIST")
+    assert (threat_model("mnist").eps, threat_model("mnist").alpha, threat_model("mnist").steps) == (
+        0.3,
+        0.01,
+        40,
+    )
+    for family in ("cifar", "other"):
+        t = threat_model(family)
+        assert (t.eps, t.alpha, t.steps) == (8 / 255, 2 / 255, 10)
+    # Overriding eps or steps without a step size re-derives it as 2.5 * eps / steps.
+    assert threat_model("mnist", steps=10).alpha == pytest.approx(0.075)
+    assert threat_model("cifar", eps=4 / 255).alpha == pytest.approx(2.5 * 4 / 255 / 10)
+    assert threat_model("mnist", steps=20, alpha=0.02).alpha == 0.02
+    pgd = pgd_spec("mnist")
     assert (pgd.name, pgd.eps, pgd.alpha, pgd.steps, pgd.uses_random_start) == ("pgd", 0.3, 0.01, 40, True)
-    assert (l2.name, l2.norm, l2.eps) == ("pgd_l2", "l2", 2.0)
-    assert default_attack_specs("digits")[1] == pgd
-    _, pgd_c, l2_c, aa = default_attack_specs("cifar10", include_autoattack=True)
-    assert (pgd_c.eps, pgd_c.alpha, pgd_c.steps) == (8 / 255, 2 / 255, 10)
-    assert (l2_c.eps, aa.name, aa.eps, aa.steps) == (0.5, "autoattack", 8 / 255, 100)
-    over = default_attack_specs("svhn", eps=4 / 255, steps=20, include_l2=False)
-    assert [s.name for s in over] == ["fgsm", "pgd"] and over[1].eps == 4 / 255 and over[1].steps == 20
 
 
 def test_config_errors(mlp, test_split) -> None:
@@ -570,8 +631,10 @@ def test_config_errors(mlp, test_split) -> None:
         robust_accuracy(mlp, x, y, AttackSpec.fgsm(0.1), backend="foolbox", num_classes=10)
     with pytest.raises(ConfigError, match=r"not available with backend 'native'"):
         robust_accuracy(mlp, x, y, AttackSpec.autoattack(0.1), backend="native", num_classes=10)
-    with pytest.raises(ConfigError, match=r"dataset 'imagenet'"):
-        default_attack_specs("imagenet")
+    with pytest.raises(ConfigError, match=r"data family 'imagenet'.*mnist, cifar, other"):
+        threat_model("imagenet")
+    with pytest.raises(ConfigError, match=r"steps.*0"):
+        threat_model("mnist", steps=0)
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         robust_accuracy(mlp, x * 16, y, AttackSpec.fgsm(0.1), num_classes=10)
     with pytest.raises(DataError, match=r"num_classes=5"):

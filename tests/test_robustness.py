@@ -62,6 +62,24 @@ def test_measure_robustness_agrees_with_art(digits_model):
     assert np.mean(ours["correct"]) == pytest.approx(ours["robust_accuracy"])
 
 
+def test_measure_robustness_is_robust_accuracy_with_early_stopping(digits_model):
+    """One entry point: the audit's numbers are those of robust_accuracy on the same attack."""
+    model, data = digits_model
+    ours = measure_robustness(model, data, family="mnist", num_classes=10, eps=0.1, steps=5, seed=2)
+    res = robust_accuracy(
+        model,
+        data.x,
+        data.y,
+        pgd_spec("mnist", eps=0.1, steps=5),
+        backend="native",
+        num_classes=10,
+        seed=2,
+        early_stop=True,
+    )
+    assert ours["robust_accuracy"] == pytest.approx(res.robust_accuracy, abs=1e-6)
+    assert ours["clean_accuracy"] == pytest.approx(res.clean_accuracy, abs=1e-6)
+
+
 def test_measure_robustness_restores_mode_and_leaves_inputs(digits_model):
     model, data = digits_model
     x_before = data.x.clone()

@@ -1,9 +1,9 @@
 """Robust accuracy of one model as the audit reports it: ACC, R-ACC and Gap = ACC - R-ACC.
 
-The attack is PGD L-inf (Madry et al.) with the data family's defaults (MNIST-like eps 0.3,
-40 steps of 0.01; CIFAR-like and others eps 8/255, 10 steps of 2/255). Overriding ``steps``
-without ``alpha`` re-derives the step as 2.5 * eps / steps so the attack can still reach the
-edge of the ball.
+The attack is PGD L-inf (Madry et al.) with the data family's threat model from
+``attacks.threat`` (overriding ``steps`` or ``eps`` without ``alpha`` re-derives the step there).
+The adversarial inputs come from ``attacks.robust.adversarial_examples``, the one entry point of
+every back-end; the ``native`` one stops early per example, which only saves time.
 """
 
 from __future__ import annotations
@@ -14,50 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks.adversarial import AttackSpec, adversarial_examples, pgd_perturb
+from attacks.robust import adversarial_examples
+from attacks.threat import pgd_spec
 from unlearn_audit.data import TensorSet
 from unlearn_audit.training import predict
 
-FAMILY_DEFAULTS = {"mnist": (0.3, 0.01, 40), "cifar": (8 / 255, 2 / 255, 10), "other": (8 / 255, 2 / 255, 10)}
-
-
-def pgd_spec(family: str, *, eps: float | None = None, steps: int | None = None, alpha: float | None = None):
-    d_eps, d_alpha, d_steps = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["other"])
-    e = d_eps if eps is None else eps
-    s = d_steps if steps is None else steps
-    if alpha is None:
-        alpha = d_alpha if (eps is None and steps is None) else 2.5 * e / s
-    return AttackSpec.pgd(e, alpha, s)
-
-
-def _native_pgd(module: nn.Module, data: TensorSet, spec: AttackSpec, *, seed: int, device, batch_size: int):
-    """Our PGD with early stopping, in eval mode (the caller's mode restored), batch by batch."""
-    dev = torch.device(device)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    was_training = module.training
-    module.eval()
-    try:
-        out = []
-        for i in range(0, len(data), batch_size):
-            x = data.x[i : i + batch_size].to(dev)
-            y = data.y[i : i + batch_size].to(dev)
-            out.append(
-                pgd_perturb(
-                    module,
-                    x,
-                    y,
-                    spec.eps,
-                    alpha=spec.alpha,
-                    steps=spec.steps,
-                    norm="linf",
-                    random_start=True,
-                    generator=gen,
-                    early_stop=True,
-                ).cpu()
-            )
-    finally:
-        module.train(was_training)
-    return torch.cat(out)
+__all__ = ["measure_robustness", "pgd_spec"]
 
 
 def measure_robustness(
@@ -79,23 +41,22 @@ def measure_robustness(
     An example counts as robust only if it is classified correctly both clean and under attack.
     The ``native`` backend is our PGD with early stopping (an example is frozen at the first
     iterate that fools the model); ``torchattacks`` and ``art`` run those libraries' PGD.
+    The model's modes, gradients and device are as before the call.
     """
     spec = pgd_spec(family, eps=eps, steps=steps, alpha=alpha)
     start = time.perf_counter()
-    if backend == "native":
-        x_adv = _native_pgd(module, data, spec, seed=seed, device=device, batch_size=batch_size)
-    else:
-        x_adv = adversarial_examples(
-            module,
-            data.x,
-            data.y,
-            spec,
-            backend=backend,
-            num_classes=num_classes,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-        )
+    x_adv = adversarial_examples(
+        module,
+        data.x,
+        data.y,
+        spec,
+        backend=backend,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        early_stop=True,
+    )
     clean = predict(module, data.x, device=device) == data.y
     adv = predict(module, x_adv, device=device) == data.y
     robust = (clean & adv).numpy()
