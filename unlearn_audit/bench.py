@@ -336,7 +336,7 @@ def _cached_robustness(measure: Callable) -> Callable:
     return wrapped
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Seed:
     """What every method of one seed shares: its folder, forget set, recipe and models."""
 
@@ -402,7 +402,16 @@ class _Benchmark(RunSteps):
                 )
             )
         return _Seed(
-            s, folder, tag, roles, overrides, original, original_model, retrained, retrained_model, robustness
+            seed=s,
+            folder=folder,
+            tag=tag,
+            roles=roles,
+            overrides=overrides,
+            original=original,
+            original_model=original_model,
+            retrained=retrained,
+            retrained_model=retrained_model,
+            robustness=robustness,
         )
 
     def method_run(self, seed: _Seed, method: str) -> BenchmarkRun:

@@ -290,7 +290,7 @@ class _Study(RunSteps):
         for m, instance in self.instances.items():
             if (m, kind) in self.unavailable:
                 continue
-            deleted = self.deletion(seed, kind, m, instance, base, overrides, tag)
+            deleted = self.deletion(seed, kind, m, instance, base=base, overrides=overrides, tag=tag)
             if deleted is None:
                 continue
             original, after = deleted
@@ -306,7 +306,7 @@ class _Study(RunSteps):
             self.points.append(self.point(seed, m, kind, "after", after.path, tag))
 
     def deletion(
-        self, seed: int, kind: str, method: str, instance: object, base: Built, overrides: dict, tag: str
+        self, seed: int, kind: str, method: str, instance: object, *, base: Built, overrides: dict, tag: str
     ) -> tuple[Built, Built] | None:
         """``(original, unlearned)`` of one method on one model; ``None`` (and the reason in
         ``unavailable``) when a stateful method's training state cannot be produced or used."""
