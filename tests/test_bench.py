@@ -20,21 +20,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from unlearn_audit.bench import (
-    GOLD,
-    Scores,
-    Stat,
-    Table,
-    avg_gap,
-    parse_method_sets,
-    render_table_html,
-    summarize,
-)
+from unlearn_audit.bench import GOLD, Scores, avg_gap
 from unlearn_audit.cli import app
 from unlearn_audit.cli_bench import register
 from unlearn_audit.data import load_dataset, make_roles
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.models import load_model
+from unlearn_audit.run_config import parse_method_sets
+from unlearn_audit.runs import Stat, summarize
+from unlearn_audit.tables import Table, render_table_html
 
 METHODS = ("finetune",)
 SEEDS = 2

@@ -30,7 +30,8 @@ from unlearn_audit.methods import registry
 from unlearn_audit.methods.finetune import Finetune
 from unlearn_audit.models import load_model
 from unlearn_audit.robustness import measure_robustness
-from unlearn_audit.study import RobustnessPoint, robustness_subset, row_from_points
+from unlearn_audit.runs import robustness_subset
+from unlearn_audit.study import RobustnessPoint, row_from_points
 from unlearn_audit.training import train_model
 
 STATEFUL = "test_recorded_finetune"

@@ -33,25 +33,31 @@ Every artifact has a ``.key.json`` beside it holding the inputs it was made from
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
-import json
-import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
-import numpy as np
-
-from unlearn_audit import __version__
-from unlearn_audit.api import ProgressFactory, _no_progress, _robustness_measure
-from unlearn_audit.data import sha256_file
+from unlearn_audit.api import ProgressFactory
+from unlearn_audit.audit import evaluate
+from unlearn_audit.data import Roles, make_roles
 from unlearn_audit.errors import ConfigError
-from unlearn_audit.fileio import atomic_write_text
+from unlearn_audit.models import LoadedModel, fingerprint_module, load_model
 from unlearn_audit.policy import DEFAULT_POLICY, Policy
+from unlearn_audit.run_config import config_dict, quick_common, quick_or
+from unlearn_audit.runs import (
+    Built,
+    RunSteps,
+    Say,
+    Stat,
+    checkpoint_seconds,
+    needs_state,
+    no_progress,
+    robustness_measure,
+    silent,
+    state_name,
+    summarize,
+)
+from unlearn_audit.tables import result_dict, write_benchmark
 
 GOLD = "retrain"
 DEFAULT_METHODS = (
@@ -64,48 +70,6 @@ DEFAULT_METHODS = (
     "amun",
 )
 QUICK_N_BOOTSTRAP = 200  # the policy minimum is 100; 200 keeps intervals usable and audits ~1 s on digits
-
-Say = Callable[[str], None]
-
-_T = TypeVar("_T")
-
-
-def _silent(_: str) -> None:
-    return None
-
-
-# =========================================================================== statistics
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample standard deviation (``ddof=1``) of one quantity over seeds.
-
-    ``std`` is ``None`` with fewer than two values; ``mean`` is ``None`` with none (e.g. a
-    membership AUC that could not be computed). ``n`` counts the values used.
-    """
-
-    mean: float | None
-    std: float | None
-    n: int
-
-    def text(self, digits: int = 2) -> str:
-        """``"94.49 ± 0.20"``, ``"94.49"`` for one seed, ``"n/a"`` without values."""
-        if self.mean is None:
-            return "n/a"
-        if self.std is None:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
-
-
-def summarize(values: Sequence[float | None]) -> Stat:
-    """:class:`Stat` of the values that are not ``None`` (NaN counts as missing too)."""
-    kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not kept:
-        return Stat(None, None, 0)
-    arr = np.asarray(kept, dtype=np.float64)
-    std = float(np.std(arr, ddof=1)) if arr.size > 1 else None
-    return Stat(float(np.mean(arr)), std, int(arr.size))
 
 
 @dataclass(frozen=True)
@@ -142,85 +106,6 @@ def avg_gap(scores: Scores, reference: Scores) -> float | None:
     ) / 4
 
 
-# =========================================================================== options
-
-
-def parse_method_sets(pairs: Mapping[str, str], methods: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``{"amun.epochs": "5"}`` -> ``{"amun": {"epochs": "5"}}``, for the methods being run.
-
-    Raises:
-        ConfigError: a key without ``method.`` prefix, or naming a method not in ``methods``.
-    """
-    out: dict[str, dict[str, str]] = {}
-    for key, value in pairs.items():
-        method, dot, name = key.partition(".")
-        if not dot or not method or not name:
-            raise ConfigError(f"--set expects method.key=value (e.g. amun.epochs=5), got {key}={value}")
-        if method not in methods:
-            raise ConfigError(
-                f"--set {key}={value}: method {method!r} is not among --methods ({', '.join(methods)})"
-            )
-        out.setdefault(method, {})[name] = value
-    return out
-
-
-def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
-    """Comma-separated method names (duplicates dropped, order kept)."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = tuple(dict.fromkeys(n.strip() for n in items if n.strip()))
-    if not names:
-        raise ConfigError(f"--methods needs at least one method name, got {text!r}")
-    return names
-
-
-def quick_method_params(
-    methods: Sequence[str], given: Mapping[str, Mapping[str, object]], *, epochs: int = 1
-) -> dict[str, dict[str, object]]:
-    """``given`` plus ``epochs=<epochs>`` for every registered method that has an ``epochs``
-    parameter the user did not set (``--quick``)."""
-    from unlearn_audit.methods import list_methods
-
-    has_epochs = {i.name for i in list_methods() if any(p.name == "epochs" for p in i.params)}
-    out = {m: dict(p) for m, p in given.items()}
-    for m in methods:
-        if m in has_epochs and "epochs" not in out.get(m, {}):
-            out.setdefault(m, {})["epochs"] = epochs
-    return out
-
-
-def quick_common(
-    quick: bool,
-    data: str | None,
-    arch: str | None,
-    methods: Sequence[str],
-    method_params: Mapping[str, Mapping[str, object]] | None,
-) -> tuple[str, str, tuple[str, ...], dict[str, dict[str, object]]]:
-    """``(data, arch, methods, method_params)`` as the benchmark and the study fill them.
-
-    ``data``: given, else ``mnist-5k`` (``digits`` with ``quick``); ``arch``: given, else ``cnn``
-    (``mlp`` with ``quick``); ``method_params`` copied, with ``quick`` plus
-    :func:`quick_method_params`.
-    """
-    methods = tuple(methods)
-    params = {m: dict(p) for m, p in (method_params or {}).items()}
-    if quick:
-        params = quick_method_params(methods, params)
-    return data or ("digits" if quick else "mnist-5k"), arch or ("mlp" if quick else "cnn"), methods, params
-
-
-def quick_or(given: _T | None, quick_value: _T, quick: bool) -> _T | None:
-    """``given`` if set, else ``quick_value`` with ``quick`` and ``None`` (the recipe default) without."""
-    return given if given is not None else (quick_value if quick else None)
-
-
-def config_dict(config: Any) -> dict:
-    """``dataclasses.asdict`` of a benchmark or study config, with plain list and dict method fields."""
-    data = dataclasses.asdict(config)
-    data["methods"] = list(config.methods)
-    data["method_params"] = {m: dict(p) for m, p in config.method_params.items()}
-    return data
-
-
 def check_methods(methods: Sequence[str], params: Mapping[str, Mapping[str, object]]):
     """Instantiate every method once: unknown names and bad parameters fail before any training.
 
@@ -229,279 +114,6 @@ def check_methods(methods: Sequence[str], params: Mapping[str, Mapping[str, obje
     from unlearn_audit.methods import get_method
 
     return {m: get_method(m, **dict(params.get(m, {}))) for m in methods if m != GOLD}
-
-
-# =========================================================================== artifacts
-
-
-def prepare_out_dir(out_dir: str | Path) -> Path:
-    """Create the output folder before any long work; a file in its place is a ``ConfigError``."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the tables, checkpoints and audits")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the output folder {out} ({exc.strerror})") from None
-    return out
-
-
-class ArtifactStore:
-    """Files in the output folder with a ``<name>.key.json`` sidecar naming their inputs.
-
-    ``reusable(path, key)`` is true when ``resume`` is on, the file exists and was made from the
-    same ``key`` by this tool version; ``record(path, key)`` writes the sidecar after the file;
-    ``build(path, key, make)`` does both around ``make()``.
-    """
-
-    def __init__(self, root: Path, *, resume: bool) -> None:
-        self.root = root
-        self.resume = resume
-
-    @staticmethod
-    def _key_path(path: Path) -> Path:
-        return path.with_name(path.name + ".key.json")
-
-    @staticmethod
-    def _canonical(key: Mapping) -> str:
-        return json.dumps({"tool_version": __version__, **key}, sort_keys=True, default=str)
-
-    def reusable(self, path: Path, key: Mapping) -> bool:
-        kp = self._key_path(path)
-        if not (self.resume and path.is_file() and kp.is_file()):
-            return False
-        try:
-            return kp.read_text(encoding="utf-8") == self._canonical(key)
-        except OSError:
-            return False
-
-    def record(self, path: Path, key: Mapping) -> None:
-        atomic_write_text(self._key_path(path), self._canonical(key))
-
-    def build(self, path: Path, key: Mapping, make: Callable[[], object]) -> Built:
-        """Reuse ``path`` if it is :meth:`reusable` for ``key``; else run ``make()`` (which writes
-        ``path``), time it and :meth:`record` the key."""
-        if self.reusable(path, key):
-            return Built(path, True, 0.0)
-        start = time.perf_counter()
-        make()
-        self.record(path, key)
-        return Built(path, False, time.perf_counter() - start)
-
-
-@dataclass(frozen=True)
-class Built:
-    """A checkpoint (or audit) in the output folder and whether this run reused it."""
-
-    path: Path
-    reused: bool
-    seconds: float
-
-
-def train_artifact(
-    store: ArtifactStore,
-    path: Path,
-    *,
-    data: str,
-    arch: str,
-    forget: str,
-    without_forget: bool,
-    overrides: Mapping[str, object],
-    for_method: str | None,
-    method_params: Mapping[str, object],
-    split_seed: int,
-    device: str,
-    progress_factory: ProgressFactory,
-) -> Built:
-    """Train (or reuse) a native checkpoint with :func:`unlearn_audit.api.train_checkpoint`."""
-    from unlearn_audit.api import train_checkpoint
-
-    key = {
-        "kind": "train",
-        "data": data,
-        "arch": arch,
-        "forget": forget,
-        "without_forget": without_forget,
-        "overrides": dict(overrides),
-        "for_method": for_method,
-        "method_params": dict(method_params),
-        "split_seed": split_seed,
-    }
-    return store.build(
-        path,
-        key,
-        lambda: train_checkpoint(
-            out=path,
-            data=data,
-            arch=arch,
-            forget=forget,
-            without_forget=without_forget,
-            overrides=dict(overrides),
-            for_method=for_method,
-            method_params=dict(method_params) if for_method else None,
-            split_seed=split_seed,
-            device=device,
-            progress_factory=progress_factory,
-        ),
-    )
-
-
-def unlearn_artifact(
-    store: ArtifactStore,
-    path: Path,
-    *,
-    method: str,
-    params: Mapping[str, object],
-    original: Path,
-    data: str,
-    forget: str,
-    seed: int,
-    split_seed: int,
-    device: str,
-    progress_factory: ProgressFactory,
-) -> Built:
-    """Unlearn (or reuse) with :func:`unlearn_audit.api.unlearn_checkpoint`."""
-    from unlearn_audit.api import unlearn_checkpoint
-
-    key = {
-        "kind": "unlearn",
-        "method": method,
-        "params": dict(params),
-        "original_sha256": sha256_file(original),
-        "data": data,
-        "forget": forget,
-        "seed": seed,
-        "split_seed": split_seed,
-    }
-    return store.build(
-        path,
-        key,
-        lambda: unlearn_checkpoint(
-            method=method,
-            model=original,
-            out=path,
-            params=dict(params),
-            data=data,
-            forget=forget,
-            seed=seed,
-            split_seed=split_seed,
-            device=device,
-            progress_factory=progress_factory,
-        ),
-    )
-
-
-class RunOptions(Protocol):
-    """The options every benchmark-like run shares (fields of its config)."""
-
-    @property
-    def data(self) -> str: ...
-
-    @property
-    def arch(self) -> str: ...
-
-    @property
-    def forget(self) -> str: ...
-
-    @property
-    def split_seed(self) -> int: ...
-
-    @property
-    def device(self) -> str: ...
-
-
-class ArtifactSteps:
-    """The train and unlearn steps of a run: each reuses its artifact when it can (see
-    :class:`ArtifactStore`) and reports one line through ``say``."""
-
-    def __init__(
-        self, config: RunOptions, store: ArtifactStore, say: Say, progress_factory: ProgressFactory
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.say = say
-        self.progress_factory = progress_factory
-
-    def train(
-        self,
-        path: Path,
-        what: str,
-        tag: str,
-        overrides: Mapping[str, object],
-        for_method: str | None = None,
-        params: Mapping[str, object] | None = None,
-        *,
-        without_forget: bool = False,
-    ) -> Built:
-        """:func:`train_artifact` with the run's data, arch, forget set, split seed and device."""
-        c = self.config
-        built = train_artifact(
-            self.store,
-            path,
-            data=c.data,
-            arch=c.arch,
-            forget=c.forget,
-            without_forget=without_forget,
-            overrides=overrides,
-            for_method=for_method,
-            method_params=params or {},
-            split_seed=c.split_seed,
-            device=c.device,
-            progress_factory=self.progress_factory,
-        )
-        self.say(f"{tag}: {what}: " + ("reused" if built.reused else f"trained in {built.seconds:.1f}s"))
-        return built
-
-    def unlearn(
-        self, path: Path, method: str, params: Mapping[str, object], original: Path, seed: int, tag: str
-    ) -> Built:
-        """:func:`unlearn_artifact` with the run's data, forget set, split seed and device."""
-        c = self.config
-        built = unlearn_artifact(
-            self.store,
-            path,
-            method=method,
-            params=params,
-            original=original,
-            data=c.data,
-            forget=c.forget,
-            seed=seed,
-            split_seed=c.split_seed,
-            device=c.device,
-            progress_factory=self.progress_factory,
-        )
-        self.say(
-            f"{tag}: unlearn {method}: " + ("reused" if built.reused else f"done in {built.seconds:.1f}s")
-        )
-        return built
-
-
-def run_provenance(
-    device: object, start: float, instances: Mapping[str, Any], seeds: int, dataset: Any
-) -> dict:
-    """Provenance of a run: the environment, wall time since ``start`` (``time.perf_counter``),
-    every method's parameters, the seeds ``0..seeds-1`` and the data's provenance."""
-    from unlearn_audit.provenance import environment
-
-    return {
-        **environment(device),
-        "wall_seconds": round(time.perf_counter() - start, 3),
-        "method_params": {m: inst.params() for m, inst in instances.items()},
-        "seeds": list(range(seeds)),
-        "data_provenance": dataset.provenance,
-    }
-
-
-def checkpoint_seconds(loaded) -> float:
-    """Wall time recorded in a checkpoint: unlearning time, else training time."""
-    prov = loaded.metadata.get("provenance", {})
-    unl = prov.get("unlearning")
-    if isinstance(unl, dict) and unl.get("seconds") is not None:
-        return float(unl["seconds"])
-    return float(prov.get("seconds") or 0.0)
-
-
-# =========================================================================== the benchmark
 
 
 @dataclass(frozen=True)
@@ -645,19 +257,6 @@ class BenchmarkResult:
         return result_dict("unlearn-audit benchmark", self, "runs")
 
 
-def result_dict(kind: str, result: Any, records: str) -> dict:
-    """The JSON form of a benchmark or study result: ``kind``, its ``config``, ``rows`` and the
-    per-seed records in field ``records`` (as lists of dicts), ``notes`` and ``provenance``."""
-    return {
-        "kind": kind,
-        "config": result.config,
-        "rows": [dataclasses.asdict(r) for r in result.rows],
-        records: [dataclasses.asdict(r) for r in getattr(result, records)],
-        "notes": list(result.notes),
-        "provenance": result.provenance,
-    }
-
-
 def _pct(value: float | None) -> float | None:
     return None if value is None else 100.0 * float(value)
 
@@ -726,8 +325,6 @@ def summarize_runs(
 
 def _cached_robustness(measure: Callable) -> Callable:
     """Measure each distinct model once (the original and retrained models recur in every audit)."""
-    from unlearn_audit.models import fingerprint_module
-
     cache: dict[str, dict] = {}
 
     def wrapped(module):
@@ -739,12 +336,167 @@ def _cached_robustness(measure: Callable) -> Callable:
     return wrapped
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Seed:
+    """What every method of one seed shares: its folder, forget set, recipe and models."""
+
+    seed: int
+    folder: Path
+    tag: str
+    roles: Roles
+    overrides: dict[str, object]
+    original: Built
+    original_model: LoadedModel
+    retrained: Built
+    retrained_model: LoadedModel
+    robustness: Callable | None
+
+
+class _Benchmark(RunSteps):
+    """The steps of one benchmark: per seed, train both models, then unlearn and audit each method."""
+
+    config: BenchmarkConfig
+
+    def __init__(
+        self,
+        config: BenchmarkConfig,
+        out_dir: str | Path,
+        say: Say,
+        progress_factory: ProgressFactory,
+        instances: Mapping[str, object],
+    ) -> None:
+        super().__init__(config, out_dir, say, progress_factory)
+        self.instances = instances
+        self.row_notes: dict[str, str] = {
+            GOLD: "gold standard: trained on the retain set with the original's recipe"
+        }
+
+    def prepare_seed(self, s: int) -> _Seed:
+        """Train (or reuse) seed ``s``'s original and retrained models."""
+        c = self.config
+        folder, tag = self.out / f"seed-{s}", f"seed {s + 1}/{c.seeds}"
+        roles = make_roles(self.dataset, c.forget, seed=s)
+        overrides = {"epochs": c.epochs, "seed": s, "lr": c.lr, "optimizer": c.optimizer}
+        original = self.train(folder / "original.pt", "original model", tag, overrides)
+        retrained = self.train(
+            folder / "retrained.pt",
+            "retrained model (without the forget set)",
+            tag,
+            overrides,
+            without_forget=True,
+        )
+        retrained_model = load_model(retrained.path, device=self.device)
+        original_model = load_model(original.path, device=self.device)
+        robustness = None
+        if c.robustness:
+            robustness = _cached_robustness(
+                robustness_measure(
+                    roles.test,
+                    family=roles.family,
+                    num_classes=roles.num_classes,
+                    samples=c.robust_samples,
+                    eps=c.robust_eps,
+                    steps=c.robust_steps,
+                    seed=s,
+                    device=self.device,
+                )
+            )
+        return _Seed(
+            seed=s,
+            folder=folder,
+            tag=tag,
+            roles=roles,
+            overrides=overrides,
+            original=original,
+            original_model=original_model,
+            retrained=retrained,
+            retrained_model=retrained_model,
+            robustness=robustness,
+        )
+
+    def method_run(self, seed: _Seed, method: str) -> BenchmarkRun:
+        """Unlearn (or, for ``retrain``, take the retrained model) and audit against the retrained model."""
+        original, original_model = seed.original, seed.original_model
+        if method == GOLD:
+            checkpoint, model = seed.retrained.path, seed.retrained_model
+        else:
+            instance = self.instances[method]
+            params = dict(self.config.method_params.get(method, {}))
+            if needs_state(instance):
+                original = self.train_stateful_original(
+                    method,
+                    instance,
+                    params,
+                    folder=seed.folder,
+                    prefix="",
+                    what="original",
+                    tag=seed.tag,
+                    overrides=seed.overrides,
+                )
+                original_model = load_model(original.path, device=self.device)
+                self.row_notes[method] = (
+                    f"audited against its own original, trained with {state_name(instance, method)}'s "
+                    "recorded training state"
+                )
+            unlearned = self.unlearn(
+                seed.folder / f"unlearned-{method}.pt", method, params, original.path, seed.seed, seed.tag
+            )
+            checkpoint, model = unlearned.path, load_model(unlearned.path, device=self.device)
+        audit_path = seed.folder / f"audit-{method}.json"
+        return run_from_audit(
+            self.audit(seed, method, original_model, model, audit_path),
+            seed=seed.seed,
+            method=method,
+            seconds=checkpoint_seconds(model),
+            original=str(original.path),
+            checkpoint=str(checkpoint),
+            audit_path=str(audit_path),
+            sha256=model.sha256,
+        )
+
+    def audit(
+        self, seed: _Seed, method: str, original: LoadedModel, unlearned: LoadedModel, path: Path
+    ) -> dict:
+        """The audit of ``unlearned`` against the seed's retrained model (reused when its inputs match)."""
+        c = self.config
+        key = {
+            "kind": "audit",
+            "original": original.sha256,
+            "unlearned": unlearned.sha256,
+            "retrained": seed.retrained_model.sha256,
+            "seed": seed.seed,
+            "policy": c.policy.to_dict(),
+            "robustness": [c.robustness, c.robust_samples, c.robust_eps, c.robust_steps],
+            "data": c.data,
+            "forget": c.forget,
+            "split_seed": c.split_seed,
+        }
+        audit, built = self.store.build_json(
+            path,
+            key,
+            lambda: evaluate(
+                original,
+                unlearned,
+                seed.roles,
+                retrained=seed.retrained_model,
+                policy=c.policy,
+                seed=seed.seed,
+                device=self.device,
+                robustness=seed.robustness,
+                extra_provenance={"benchmark": {"method": method, "seed": seed.seed}},
+            ).to_dict(),
+        )
+        done = "reused" if built.reused else f"{audit['verdict']} in {built.seconds:.1f}s"
+        self.say(f"{seed.tag}: audit {method}: {done}")
+        return audit
+
+
 def run_benchmark(
     config: BenchmarkConfig,
     out_dir: str | Path,
     *,
     say: Say | None = None,
-    progress_factory: ProgressFactory = _no_progress,
+    progress_factory: ProgressFactory = no_progress,
 ) -> BenchmarkResult:
     """Run the benchmark and write ``benchmark.{md,csv,json,html}`` to ``out_dir``.
 
@@ -758,296 +510,38 @@ def run_benchmark(
     Raises:
         ConfigError: unknown method (the message lists the valid ones), bad parameter, bad data.
     """
-    from unlearn_audit.audit import evaluate
-    from unlearn_audit.data import load_dataset, make_roles
-    from unlearn_audit.models import load_model, resolve_device
-    from unlearn_audit.report import write_json
-
-    say = say or _silent
-    out = Path(out_dir)
     methods = tuple(m for m in config.methods if m != GOLD)
     if GOLD in config.method_params:
         raise ConfigError(
             "--set retrain.*: the retrain row is the retrained model; set --epochs for its recipe"
         )
     instances = check_methods(methods, config.method_params)
-    dev = resolve_device(config.device)
-    dataset = load_dataset(config.data, split_seed=config.split_seed)
-    prepare_out_dir(out)
-    store = ArtifactStore(out, resume=config.resume)
-    steps = ArtifactSteps(config, store, say, progress_factory)
-    start = time.perf_counter()
+    bench = _Benchmark(config, out_dir, say or silent, progress_factory, instances)
     runs: list[BenchmarkRun] = []
-    stateful_notes: dict[str, str] = {}
-    n = config.seeds
-
-    for s in range(n):
-        sdir = out / f"seed-{s}"
-        tag = f"seed {s + 1}/{n}"
-        roles = make_roles(dataset, config.forget, seed=s)
-        overrides = {"epochs": config.epochs, "seed": s, "lr": config.lr, "optimizer": config.optimizer}
-        original = steps.train(sdir / "original.pt", "original model", tag, overrides)
-        retrained = steps.train(
-            sdir / "retrained.pt",
-            "retrained model (without the forget set)",
-            tag,
-            overrides,
-            without_forget=True,
-        )
-        ret_model = load_model(retrained.path, device=dev)
-        plain_original = load_model(original.path, device=dev)
-        robust = None
-        if config.robustness:
-            robust = _cached_robustness(
-                _robustness_measure(
-                    roles,
-                    samples=config.robust_samples,
-                    eps=config.robust_eps,
-                    steps=config.robust_steps,
-                    seed=s,
-                    device=dev,
-                )
-            )
-
-        for method in (GOLD, *methods):
-            orig_built, orig_model = original, plain_original
-            if method == GOLD:
-                unl_path = retrained.path
-            else:
-                inst = instances[method]
-                params = dict(config.method_params.get(method, {}))
-                if getattr(inst, "needs_state", False):
-                    state = str(getattr(inst, "state_name", method))
-                    orig_built = steps.train(
-                        sdir / f"original-{state}.pt",
-                        f"original trained for {method}",
-                        tag,
-                        overrides,
-                        for_method=state,
-                        params=params,
-                    )
-                    orig_model = load_model(orig_built.path, device=dev)
-                    stateful_notes[method] = (
-                        f"audited against its own original, trained with {state}'s recorded training state"
-                    )
-                unl_path = steps.unlearn(
-                    sdir / f"unlearned-{method}.pt", method, params, orig_built.path, s, tag
-                ).path
-            unl_model = ret_model if method == GOLD else load_model(unl_path, device=dev)
-            audit_path = sdir / f"audit-{method}.json"
-            key = {
-                "kind": "audit",
-                "original": orig_model.sha256,
-                "unlearned": unl_model.sha256,
-                "retrained": ret_model.sha256,
-                "seed": s,
-                "policy": config.policy.to_dict(),
-                "robustness": [
-                    config.robustness,
-                    config.robust_samples,
-                    config.robust_eps,
-                    config.robust_steps,
-                ],
-                "data": config.data,
-                "forget": config.forget,
-                "split_seed": config.split_seed,
-            }
-            t0 = time.perf_counter()
-            if store.reusable(audit_path, key):
-                audit = json.loads(audit_path.read_text(encoding="utf-8"))
-                say(f"{tag}: audit {method}: reused")
-            else:
-                audit = evaluate(
-                    orig_model,
-                    unl_model,
-                    roles,
-                    retrained=ret_model,
-                    policy=config.policy,
-                    seed=s,
-                    device=dev,
-                    robustness=robust,
-                    extra_provenance={"benchmark": {"method": method, "seed": s}},
-                ).to_dict()
-                write_json(audit, audit_path)
-                store.record(audit_path, key)
-                say(f"{tag}: audit {method}: {audit['verdict']} in {time.perf_counter() - t0:.1f}s")
-            runs.append(
-                run_from_audit(
-                    audit,
-                    seed=s,
-                    method=method,
-                    seconds=checkpoint_seconds(unl_model),
-                    original=str(orig_built.path),
-                    checkpoint=str(unl_path),
-                    audit_path=str(audit_path),
-                    sha256=unl_model.sha256,
-                )
-            )
-
+    for s in range(config.seeds):
+        seed = bench.prepare_seed(s)
+        runs += [bench.method_run(seed, method) for method in (GOLD, *methods)]
     rows = tuple(
         summarize_runs(
             m,
             [r for r in runs if r.method == m],
             robustness=config.robustness,
-            note="gold standard: trained on the retain set with the original's recipe"
-            if m == GOLD
-            else stateful_notes.get(m, ""),
+            note=bench.row_notes.get(m, ""),
         )
         for m in (GOLD, *methods)
     )
+    result = BenchmarkResult(config.to_dict(), rows, tuple(runs), bench.provenance(instances), _notes(runs))
+    write_benchmark(result, bench.out)
+    return result
+
+
+def _notes(runs: Sequence[BenchmarkRun]) -> tuple[str, ...]:
+    """How to read the table; names the membership attacks the MIA column took."""
     attacks = sorted({r.mia_attack for r in runs if r.mia_attack})
-    notes = (
+    return (
         "Accuracies and MIA AUC in percent; Avg. Gap = (|FA-FA_r| + |RA-RA_r| + |TA-TA_r| + |MIA-MIA_r|)/4 "
         "in percentage points against the same seed's retrained model, then mean ± sample std over seeds.",
         "MIA: AUC of the population membership attack (forget set vs test set) chosen as the strongest on "
         f"the original model of each seed: {', '.join(attacks) or 'none (too few test examples)'}.",
         "Time: unlearning wall time in seconds (retrain: the retraining time).",
     )
-    provenance = run_provenance(dev, start, instances, n, dataset)
-    result = BenchmarkResult(config.to_dict(), rows, tuple(runs), provenance, notes)
-    write_benchmark(result, out)
-    return result
-
-
-# =========================================================================== output
-
-
-@dataclass(frozen=True)
-class Table:
-    """A rendered table: header, rows of cell strings, which columns are numeric."""
-
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    numeric: tuple[bool, ...]
-    notes: tuple[str, ...] = ()
-    subtitle: str = ""
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(table: Table) -> str:
-    """A GitHub-flavoured markdown table with the notes below it."""
-    lines = [f"# {table.title}", ""]
-    if table.subtitle:
-        lines += [table.subtitle, ""]
-    lines.append("| " + " | ".join(_md_cell(c) for c in table.columns) + " |")
-    lines.append("|" + "|".join("---:" if num else "---" for num in table.numeric) + "|")
-    for row in table.rows:
-        lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-    lines.append("")
-    lines += [f"- {note}" for note in table.notes]
-    return "\n".join(lines) + "\n"
-
-
-def stat_cells(*stats: Stat | None) -> list[object]:
-    """CSV cells ``mean, std`` of each statistic (two empty cells for a missing one)."""
-    cells: list[object] = []
-    for st in stats:
-        cells += [st.mean, st.std] if st is not None else [None, None]
-    return cells
-
-
-def render_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if v is None else v for v in row])
-    return buf.getvalue()
-
-
-def render_table_html(table: Table, provenance: Mapping[str, object]) -> str:
-    """The self-contained page of ``templates/benchmark.html.j2`` (inline CSS, autoescaped)."""
-    from unlearn_audit.report import page_environment
-
-    env, css = page_environment()
-    shown = {
-        k: provenance[k]
-        for k in ("tool_version", "torch", "device", "date", "command", "wall_seconds")
-        if k in provenance
-    }
-    return env.get_template("benchmark.html.j2").render(t=table, css=css, provenance=shown)
-
-
-def to_json_text(data: Mapping) -> str:
-    return json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
-
-
-def benchmark_table(result: BenchmarkResult) -> Table:
-    """The AMUN-style table of a benchmark result."""
-    robustness = bool(result.config.get("robustness"))
-    columns = ["Method", "Forget acc", "Retain acc", "Test acc", "MIA AUC", "Avg. Gap"]
-    if robustness:
-        columns.append("R-ACC")
-    columns += ["Time (s)", "Verdict", "Note"]
-    rows = []
-    for r in result.rows:
-        cells = [
-            r.method,
-            r.forget_acc.text(),
-            r.retain_acc.text(),
-            r.test_acc.text(),
-            r.mia_auc.text(),
-            r.avg_gap.text(),
-        ]
-        if robustness:
-            cells.append(r.robust_acc.text() if r.robust_acc else "n/a")
-        cells += [r.seconds.text(), r.verdict_text(), r.note]
-        rows.append(tuple(cells))
-    numeric = tuple(c not in ("Method", "Verdict", "Note") for c in columns)
-    cfg = result.config
-    subtitle = (
-        f"{cfg['arch']} on {cfg['data']}, forget {cfg['forget']}, {cfg['seeds']} seed(s), "
-        f"training epochs {cfg['epochs'] if cfg['epochs'] is not None else 'recipe default'}"
-    )
-    return Table("Unlearning benchmark", tuple(columns), tuple(rows), numeric, result.notes, subtitle)
-
-
-CSV_STATS = ("forget_acc", "retain_acc", "test_acc", "mia_auc", "avg_gap", "seconds", "robust_acc")
-
-
-def benchmark_csv(result: BenchmarkResult) -> str:
-    header = ["method"]
-    for name in CSV_STATS:
-        header += [f"{name}_mean", f"{name}_std"]
-    header += ["n_seeds", "verdicts", "mia_attack", "note"]
-    rows = []
-    for r in result.rows:
-        cells: list[object] = [r.method, *stat_cells(*(getattr(r, name) for name in CSV_STATS))]
-        cells += [r.seconds.n, r.verdict_text(), ";".join(r.mia_attacks), r.note]
-        rows.append(cells)
-    return render_csv(header, rows)
-
-
-class TableResult(Protocol):
-    """A benchmark-like result: its JSON is ``to_dict()``, its HTML page shows ``provenance``."""
-
-    @property
-    def provenance(self) -> dict: ...
-
-    def to_dict(self) -> dict: ...
-
-
-_R = TypeVar("_R", bound=TableResult)
-
-
-def write_tables(
-    out_dir: str | Path, stem: str, result: _R, table: Table, csv: Callable[[_R], str]
-) -> dict[str, Path]:
-    """Write ``<stem>.md``, ``.csv`` (``csv(result)``), ``.json`` and ``.html`` (atomically) to
-    ``out_dir``: the markdown and the HTML page show ``table``. Returns the paths by format."""
-    out = Path(out_dir)
-    return {
-        "markdown": atomic_write_text(out / f"{stem}.md", render_markdown(table)),
-        "csv": atomic_write_text(out / f"{stem}.csv", csv(result)),
-        "json": atomic_write_text(out / f"{stem}.json", to_json_text(result.to_dict())),
-        "html": atomic_write_text(out / f"{stem}.html", render_table_html(table, result.provenance)),
-    }
-
-
-def write_benchmark(result: BenchmarkResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``benchmark.md``, ``.csv``, ``.json`` and ``.html`` (atomically) to ``out_dir``."""
-    return write_tables(out_dir, "benchmark", result, benchmark_table(result), benchmark_csv)

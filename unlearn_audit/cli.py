@@ -6,25 +6,37 @@ Exit codes: 0 pass / success, 1 audit verdict fail, 3 audit verdict inconclusive
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import shlex
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from unlearn_audit import __version__
+from unlearn_audit.cli_bench import register as register_bench_commands
+from unlearn_audit.cli_common import (
+    EXIT_FAIL,
+    EXIT_INCONCLUSIVE,
+    EXIT_PASS,
+    EXIT_USAGE,
+    DeviceOpt,
+    SplitSeedOpt,
+    check_output_path,
+    console_errors,
+    info,
+    one_line,
+    parse_sets,
+    progress_bar,
+    state,
+)
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
 
 try:  # typer >= 0.20 vendors click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer depends on click
     from click.exceptions import ClickException
-
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 
 app = typer.Typer(
     name="unlearn-audit",
@@ -34,14 +46,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class _State:
-    quiet = False
-    command: str | None = None
-
-
-state = _State()
 
 
 def _print_version(value: bool) -> None:
@@ -75,73 +79,6 @@ def _root(
     )
 
 
-# --------------------------------------------------------------------------- console helpers
-
-
-@contextlib.contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr; yields the ``progress(done, total)`` callback the library takes."""
-    if state.quiet or not sys.stderr.isatty():
-        last = [0.0]
-
-        def plain(done: int, total: int) -> None:
-            now = time.monotonic()
-            if not state.quiet and (done == total or now - last[0] > 10):
-                last[0] = now
-                typer.echo(f"  {description}: {done}/{total}", err=True)
-
-        yield plain
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=False,
-        console=_stderr_console(),
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def info(message: str) -> None:
-    typer.echo(message)
-
-
-def check_output_path(path: Path) -> None:
-    """Fail before long work when an output path cannot be written."""
-    import os
-
-    if path.is_dir():
-        raise ConfigError(f"output path {path} is a folder; give a file name")
-    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"cannot write {path}: folder {parent} is not writable")
-
-
-def parse_sets(items: list[str] | None) -> dict[str, str]:
-    """``--set key=value`` pairs as a dict of strings."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 # --------------------------------------------------------------------------- data options
 
 DataOpt = Annotated[
@@ -165,8 +102,6 @@ TestDataOpt = Annotated[Path | None, typer.Option("--test-data", help="Test role
 SeedOpt = Annotated[
     int, typer.Option("--seed", help="Seed for splits, forget sampling, training and attacks.")
 ]
-SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the built-in train/test split.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
 
 
 # --------------------------------------------------------------------------- train
@@ -213,7 +148,7 @@ def train(
     With --forget SPEC --without-forget it trains the retrained reference on the retain set only;
     with --adversarial pgd|fgsm it trains the adversarially trained model of the robustness study.
     """
-    with _errors():
+    with console_errors():
         from unlearn_audit.api import train_checkpoint
 
         check_output_path(out)
@@ -278,7 +213,7 @@ def unlearn(
     With only --forget-data (no --retain-data) methods that need the retain set refuse;
     `--set retain=none` runs AMUN, RL and SalUn with forget-set access only.
     """
-    with _errors():
+    with console_errors():
         from unlearn_audit.api import unlearn_checkpoint
 
         check_output_path(out)
@@ -307,7 +242,7 @@ def methods(
     name: Annotated[str | None, typer.Argument(help="Show one method in full.")] = None,
 ) -> None:
     """List every bundled unlearning method with its parameters and defaults."""
-    with _errors():
+    with console_errors():
         from unlearn_audit.methods import get_method, list_methods
 
         infos = list_methods()
@@ -327,57 +262,68 @@ def methods(
 VERDICT_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
 
 
+# What evaluate compares, how deep it looks, and where its reports go.
+OriginalOpt = Annotated[Path, typer.Option("--original", help="The model before unlearning.")]
+UnlearnedOpt = Annotated[Path, typer.Option("--unlearned", help="The model after unlearning.")]
+RetrainedOpt = Annotated[
+    Path | None, typer.Option("--retrained", help="A model retrained without the forget set (gold standard).")
+]
+BareArchOpt = Annotated[
+    str | None, typer.Option("--arch", help="Architecture of bare state_dict / safetensors models.")
+]
+PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="TOML file overriding gating thresholds.")]
+JsonOutOpt = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")]
+HtmlReportOpt = Annotated[Path | None, typer.Option("--html", help="Write the HTML compliance report.")]
+JunitReportOpt = Annotated[
+    Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per check).")
+]
+ReferenceModelsOpt = Annotated[
+    int, typer.Option("--reference-models", help="Train N reference models without the forget set (U-LiRA).")
+]
+ReferenceDirOpt = Annotated[
+    Path | None, typer.Option("--reference-dir", help="Folder of models trained without the forget set.")
+]
+RobustnessOpt = Annotated[
+    bool, typer.Option("--robustness/--no-robustness", help="Measure PGD robust accuracy (ACC, R-ACC, Gap).")
+]
+RobustSamplesOpt = Annotated[int, typer.Option("--robust-samples", help="Test examples attacked.")]
+RobustEpsOpt = Annotated[
+    float | None, typer.Option("--robust-eps", help="PGD L-inf radius (default 0.3 MNIST-like, 8/255 other).")
+]
+RobustStepsOpt = Annotated[int | None, typer.Option("--robust-steps", help="PGD steps (40 MNIST, 10 other).")]
+LabelOnlyOpt = Annotated[
+    str | None,
+    typer.Option("--label-only", help="Also run ART's label-only attack: gap (fast) or boundary (slow)."),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Cache for reference models (default ~/.cache/unlearn-audit)."),
+]
+
+
 @app.command()
 def evaluate(
-    original: Annotated[Path, typer.Option("--original", help="The model before unlearning.")],
-    unlearned: Annotated[Path, typer.Option("--unlearned", help="The model after unlearning.")],
-    retrained: Annotated[
-        Path | None,
-        typer.Option("--retrained", help="A model retrained without the forget set (gold standard)."),
-    ] = None,
+    original: OriginalOpt,
+    unlearned: UnlearnedOpt,
+    retrained: RetrainedOpt = None,
     data: DataOpt = None,
     forget: ForgetOpt = None,
     forget_data: ForgetDataOpt = None,
     retain_data: RetainDataOpt = None,
     test_data: TestDataOpt = None,
-    arch: Annotated[
-        str | None, typer.Option("--arch", help="Architecture of bare state_dict / safetensors models.")
-    ] = None,
-    policy: Annotated[
-        Path | None, typer.Option("--policy", help="TOML file overriding gating thresholds.")
-    ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML compliance report.")] = None,
-    junit_out: Annotated[
-        Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per check).")
-    ] = None,
-    reference_models: Annotated[
-        int,
-        typer.Option("--reference-models", help="Train N reference models without the forget set (U-LiRA)."),
-    ] = 0,
-    reference_dir: Annotated[
-        Path | None, typer.Option("--reference-dir", help="Folder of models trained without the forget set.")
-    ] = None,
-    robustness: Annotated[
-        bool,
-        typer.Option("--robustness/--no-robustness", help="Measure PGD robust accuracy (ACC, R-ACC, Gap)."),
-    ] = True,
-    robust_samples: Annotated[int, typer.Option("--robust-samples", help="Test examples attacked.")] = 500,
-    robust_eps: Annotated[
-        float | None,
-        typer.Option("--robust-eps", help="PGD L-inf radius (default 0.3 MNIST-like, 8/255 other)."),
-    ] = None,
-    robust_steps: Annotated[
-        int | None, typer.Option("--robust-steps", help="PGD steps (40 MNIST, 10 other).")
-    ] = None,
-    label_only: Annotated[
-        str | None,
-        typer.Option("--label-only", help="Also run ART's label-only attack: gap (fast) or boundary (slow)."),
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Cache for reference models (default ~/.cache/unlearn-audit)."),
-    ] = None,
+    arch: BareArchOpt = None,
+    policy: PolicyOpt = None,
+    json_out: JsonOutOpt = None,
+    html_out: HtmlReportOpt = None,
+    junit_out: JunitReportOpt = None,
+    reference_models: ReferenceModelsOpt = 0,
+    reference_dir: ReferenceDirOpt = None,
+    robustness: RobustnessOpt = True,
+    robust_samples: RobustSamplesOpt = 500,
+    robust_eps: RobustEpsOpt = None,
+    robust_steps: RobustStepsOpt = None,
+    label_only: LabelOnlyOpt = None,
+    cache_dir: CacheDirOpt = None,
     seed: SeedOpt = 0,
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -389,7 +335,7 @@ def evaluate(
 
     Exit code: 0 pass, 1 fail, 3 inconclusive, 2 usage or input error.
     """
-    with _errors():
+    with console_errors():
         from unlearn_audit.api import evaluate_audit
 
         for target in (json_out, html_out, junit_out):
@@ -457,7 +403,7 @@ def report(
 
     Example: unlearn-audit report audit.json --html audit.html
     """
-    with _errors():
+    with console_errors():
         from unlearn_audit.report import read_json, write_html, write_junit
 
         if html_out is None and junit_out is None:
@@ -473,36 +419,11 @@ def report(
     raise typer.Exit(VERDICT_EXIT[verdict])
 
 
-from unlearn_audit.cli_bench import register as _register_bench_commands  # noqa: E402
-
-_register_bench_commands(app)
-
-
-# --------------------------------------------------------------------------- error handling
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Turn input errors into one line on stderr and exit code 2."""
-    try:
-        yield
-    except UnlearnAuditError as exc:
-        typer.echo(f"unlearn-audit: error: {one_line(exc)}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
-    except KeyboardInterrupt:
-        typer.echo("unlearn-audit: interrupted", err=True)
-        raise typer.Exit(130) from None
-
-
-def one_line(message: object) -> str:
-    """Collapse a message (which may quote a library's multi-line text) onto one line."""
-    return " ".join(str(message).split())
+register_bench_commands(app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    import shlex
-
     state.command = shlex.join(["unlearn-audit", *(sys.argv[1:] if argv is None else map(str, argv))])
     try:
         code = app(args=argv, prog_name="unlearn-audit", standalone_mode=False)

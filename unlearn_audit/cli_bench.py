@@ -1,7 +1,8 @@
 """The ``benchmark`` and ``robustness-study`` commands, added to the app by :func:`register`.
 
-``unlearn_audit.cli`` calls ``register(app)``; the console helpers are imported from it inside
-the commands, so importing this module never imports the CLI twice.
+``unlearn_audit.cli`` builds the app and calls ``register(app)``; the console helpers both
+modules use live in :mod:`unlearn_audit.cli_common`, so this module never imports the CLI.
+The library modules are imported inside the commands, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from unlearn_audit.cli_common import (
+    DeviceOpt,
+    SplitSeedOpt,
+    console_errors,
+    info,
+    parse_sets,
+    progress_bar,
+    state,
+)
+from unlearn_audit.run_config import parse_method_sets, parse_methods
+
 if TYPE_CHECKING:
     from unlearn_audit.api import ProgressFactory
-
-Say = Callable[[str], None]
+    from unlearn_audit.runs import Say
 
 DataOpt = Annotated[
     str | None,
@@ -52,8 +63,57 @@ ResumeOpt = Annotated[
         "--resume/--no-resume", help="Reuse checkpoints and results in --out made from the same inputs."
     ),
 ]
-SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the built-in train/test split.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
+RobustSamplesOpt = Annotated[
+    int | None, typer.Option("--robust-samples", help="Test examples attacked (500; 100 with --quick).")
+]
+RobustEpsOpt = Annotated[float | None, typer.Option("--robust-eps", help="PGD L-inf radius.")]
+RobustStepsOpt = Annotated[int | None, typer.Option("--robust-steps", help="PGD steps.")]
+
+# benchmark
+BenchMethodsOpt = Annotated[
+    str,
+    typer.Option(
+        "--methods", help="Comma-separated methods (see `unlearn-audit methods`); retrain is always shown."
+    ),
+]
+BenchSeedsOpt = Annotated[
+    int, typer.Option("--seeds", help="Number of seeds (0..N-1): models, forget set, methods.")
+]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate of the models' training recipe.")]
+OptimizerOpt = Annotated[
+    str | None, typer.Option("--optimizer", help="adam or sgd (amnesiac_per_sample needs sgd).")
+]
+BenchRobustnessOpt = Annotated[
+    bool,
+    typer.Option("--robustness/--no-robustness", help="Also measure PGD robust accuracy in every audit."),
+]
+PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="TOML file overriding audit thresholds.")]
+
+# robustness-study
+StudyMethodsOpt = Annotated[
+    str, typer.Option("--methods", help="Comma-separated methods; unbundled ones are reported unavailable.")
+]
+StudySeedsOpt = Annotated[int, typer.Option("--seeds", help="Number of seeds (0..N-1).")]
+AdversarialOpt = Annotated[
+    str, typer.Option("--adversarial", help="at_model training: pgd (Madry) or fgsm (Wong, faster).")
+]
+AttackEpsOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--attack-eps",
+        help="L-inf radius of the PGD attack and of adversarial training "
+        "(0.3 MNIST-like, 8/255 other; 0.1 with --quick).",
+    ),
+]
+AttackStepsOpt = Annotated[
+    int | None, typer.Option("--attack-steps", help="PGD steps of the attack (40 MNIST-like, 10 other).")
+]
+TrainStepsOpt = Annotated[
+    int | None, typer.Option("--train-steps", help="PGD steps in adversarial training (10; 5 with --quick).")
+]
+StudySamplesOpt = Annotated[
+    int | None, typer.Option("--robust-samples", help="Test examples attacked (500; 200 with --quick).")
+]
 
 
 def _stepper(quiet: bool) -> Say | None:
@@ -80,11 +140,7 @@ def _run_table_command(
     ``run(names, method_params, say, progress_factory)`` (which builds the config and runs),
     then print ``row_line(row)`` for every row of the result and the four files written to
     ``out`` (``<stem>.md``, ``.csv``, ``.json``, ``.html``). Input errors exit with code 2."""
-    from unlearn_audit.cli import _errors, info, parse_sets, progress_bar, state
-
-    with _errors():
-        from unlearn_audit.bench import parse_method_sets, parse_methods
-
+    with console_errors():
         names = parse_methods(methods)
         result = run(names, parse_method_sets(parse_sets(set_), names), _stepper(state.quiet), progress_bar)
         for row in result.rows:
@@ -98,36 +154,17 @@ def benchmark(
     data: DataOpt = None,
     arch: ArchOpt = None,
     forget: ForgetOpt = "random:0.1",
-    methods: Annotated[
-        str,
-        typer.Option(
-            "--methods",
-            help="Comma-separated methods (see `unlearn-audit methods`); retrain is always shown.",
-        ),
-    ] = "finetune,random_label,gradient_ascent,boundary_shrink,l1_sparse,salun,amun",
-    seeds: Annotated[
-        int, typer.Option("--seeds", help="Number of seeds (0..N-1): models, forget set, methods.")
-    ] = 3,
+    methods: BenchMethodsOpt = "finetune,random_label,gradient_ascent,boundary_shrink,l1_sparse,salun,amun",
+    seeds: BenchSeedsOpt = 3,
     set_: SetOpt = None,
     epochs: EpochsOpt = None,
-    lr: Annotated[
-        float | None, typer.Option("--lr", help="Learning rate of the models' training recipe.")
-    ] = None,
-    optimizer: Annotated[
-        str | None, typer.Option("--optimizer", help="adam or sgd (amnesiac_per_sample needs sgd).")
-    ] = None,
-    robustness: Annotated[
-        bool,
-        typer.Option("--robustness/--no-robustness", help="Also measure PGD robust accuracy in every audit."),
-    ] = False,
-    robust_samples: Annotated[
-        int | None, typer.Option("--robust-samples", help="Test examples attacked (500; 100 with --quick).")
-    ] = None,
-    robust_eps: Annotated[float | None, typer.Option("--robust-eps", help="PGD L-inf radius.")] = None,
-    robust_steps: Annotated[int | None, typer.Option("--robust-steps", help="PGD steps.")] = None,
-    policy: Annotated[
-        Path | None, typer.Option("--policy", help="TOML file overriding audit thresholds.")
-    ] = None,
+    lr: LrOpt = None,
+    optimizer: OptimizerOpt = None,
+    robustness: BenchRobustnessOpt = False,
+    robust_samples: RobustSamplesOpt = None,
+    robust_eps: RobustEpsOpt = None,
+    robust_steps: RobustStepsOpt = None,
+    policy: PolicyOpt = None,
     quick: QuickOpt = False,
     resume: ResumeOpt = True,
     split_seed: SplitSeedOpt = 0,
@@ -187,32 +224,13 @@ def robustness_study(
     data: DataOpt = None,
     arch: ArchOpt = None,
     forget: ForgetOpt = "random:0.1",
-    methods: Annotated[
-        str,
-        typer.Option("--methods", help="Comma-separated methods; unbundled ones are reported unavailable."),
-    ] = "sisa,amnesiac,amun",
-    seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds (0..N-1).")] = 1,
-    adversarial: Annotated[
-        str, typer.Option("--adversarial", help="at_model training: pgd (Madry) or fgsm (Wong, faster).")
-    ] = "pgd",
-    attack_eps: Annotated[
-        float | None,
-        typer.Option(
-            "--attack-eps",
-            help="L-inf radius of the PGD attack and of adversarial training "
-            "(0.3 MNIST-like, 8/255 other; 0.1 with --quick).",
-        ),
-    ] = None,
-    attack_steps: Annotated[
-        int | None, typer.Option("--attack-steps", help="PGD steps of the attack (40 MNIST-like, 10 other).")
-    ] = None,
-    train_steps: Annotated[
-        int | None,
-        typer.Option("--train-steps", help="PGD steps in adversarial training (10; 5 with --quick)."),
-    ] = None,
-    robust_samples: Annotated[
-        int | None, typer.Option("--robust-samples", help="Test examples attacked (500; 200 with --quick).")
-    ] = None,
+    methods: StudyMethodsOpt = "sisa,amnesiac,amun",
+    seeds: StudySeedsOpt = 1,
+    adversarial: AdversarialOpt = "pgd",
+    attack_eps: AttackEpsOpt = None,
+    attack_steps: AttackStepsOpt = None,
+    train_steps: TrainStepsOpt = None,
+    robust_samples: StudySamplesOpt = None,
     set_: SetOpt = None,
     epochs: EpochsOpt = None,
     quick: QuickOpt = False,
@@ -257,7 +275,7 @@ def robustness_study(
         return run_study(config, out, say=say, progress_factory=progress_factory)
 
     def row_line(row: Any) -> str:
-        if row.status == "unavailable":
+        if not row.measured:
             return f"  {row.rq} {row.model} {row.stage:<6} {row.method:<14} unavailable: {row.note}"
         assert row.accuracy is not None and row.robust_accuracy is not None and row.gap is not None
         return (

@@ -14,7 +14,7 @@ RQ4    at_model    after   ... after the deletion?
 
 Each cell reports ACC (clean accuracy), R-ACC (accuracy under a PGD L-inf attack; an example
 counts only if it is classified correctly clean and attacked) and Gap = ACC - R-ACC, in percent,
-on a fixed seeded subset of the test set (:func:`robustness_subset`), measured with
+on a fixed seeded subset of the test set (:func:`unlearn_audit.runs.robustness_subset`), measured with
 :func:`unlearn_audit.robustness.measure_robustness` (MNIST-like data eps 0.3 / 40 steps, others
 8/255 / 10 steps, unless overridden). Adversarial training uses the same eps as the attack.
 
@@ -32,38 +32,29 @@ Checkpoints, measurements and ``.key.json`` sidecars go to ``out_dir/seed-<s>/``
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from unlearn_audit.api import ProgressFactory, _no_progress
-from unlearn_audit.bench import (
-    ArtifactSteps,
-    ArtifactStore,
+from unlearn_audit.api import ProgressFactory
+from unlearn_audit.errors import ConfigError, UnlearnAuditError
+from unlearn_audit.methods import get_method, list_methods
+from unlearn_audit.models import load_model
+from unlearn_audit.robustness import pgd_spec
+from unlearn_audit.run_config import config_dict, parse_methods, quick_common, quick_or
+from unlearn_audit.runs import (
+    Built,
+    RunSteps,
     Say,
     Stat,
-    Table,
-    _silent,
-    config_dict,
-    parse_methods,
-    prepare_out_dir,
-    quick_common,
-    quick_or,
-    render_csv,
-    result_dict,
-    run_provenance,
-    stat_cells,
+    needs_state,
+    no_progress,
+    robustness_measure,
+    silent,
     summarize,
-    to_json_text,
-    write_tables,
 )
-from unlearn_audit.errors import ConfigError, UnlearnAuditError
-from unlearn_audit.fileio import atomic_write_text
+from unlearn_audit.tables import result_dict, write_study
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +197,10 @@ class StudyRow:
     gap: Stat | None
     note: str = ""
 
+    @property
+    def measured(self) -> bool:
+        return self.status == MEASURED
+
 
 @dataclass(frozen=True)
 class StudyResult:
@@ -219,12 +214,6 @@ class StudyResult:
         return result_dict("unlearn-audit robustness-study", self, "points")
 
 
-def robustness_subset(n_test: int, samples: int, seed: int) -> np.ndarray:
-    """Sorted indices of the ``min(samples, n_test)`` test examples attacked for seed ``seed``."""
-    n = min(samples, n_test)
-    return np.sort(np.random.default_rng(seed).choice(n_test, size=n, replace=False))
-
-
 def row_from_points(
     rq: str, model: str, stage: str, method: str, points: Sequence[RobustnessPoint], note: str = ""
 ) -> StudyRow:
@@ -236,20 +225,53 @@ def row_from_points(
     return StudyRow(rq, model, stage, method, MEASURED, acc, racc, Stat(gap_mean, gaps.std, gaps.n), note)
 
 
-class _Runner(ArtifactSteps):
-    """The steps of one study: train (or reuse), unlearn (or reuse), measure (or reuse)."""
+def _bundled(
+    methods: Sequence[str], method_params: Mapping[str, Mapping[str, object]]
+) -> tuple[dict[str, object], dict[tuple[str, str], str]]:
+    """``({name: method}, unavailable)``: the bundled methods instantiated with their ``--set``
+    parameters, and the reason for every ``(method, model)`` of a method that is not bundled.
+
+    Raises:
+        ConfigError: a ``--set`` for a method not run, or a bad parameter of a bundled method
+            (the user's error: it stops the run, unlike a method this version lacks).
+    """
+    for name in method_params:
+        if name not in methods:
+            raise ConfigError(
+                f"--set {name}.*: method {name!r} is not among --methods ({', '.join(methods)})"
+            )
+    bundled = {i.name for i in list_methods()}
+    instances = {m: get_method(m, **dict(method_params.get(m, {}))) for m in methods if m in bundled}
+    reason = "not bundled in this version (`unlearn-audit methods` lists the bundled ones)"
+    unavailable = {(m, kind): reason for m in methods if m not in bundled for kind in MODELS}
+    return instances, unavailable
+
+
+class _Study(RunSteps):
+    """The steps of one study: train (or reuse), unlearn (or reuse), measure (or reuse).
+
+    ``points`` collects the measurements, ``unavailable`` the ``(method, model)`` pairs that
+    could not be run with the reason, ``before_notes`` what a "before" row measured instead of
+    the shared model.
+    """
 
     config: StudyConfig
 
-    def __init__(self, config: StudyConfig, out: Path, say: Say, progress_factory: ProgressFactory) -> None:
-        from unlearn_audit.data import load_dataset
-        from unlearn_audit.models import resolve_device
-        from unlearn_audit.robustness import pgd_spec
-
-        super().__init__(config, ArtifactStore(out, resume=config.resume), say, progress_factory)
-        self.device = resolve_device(config.device)
-        self.dataset = load_dataset(config.data, split_seed=config.split_seed)
+    def __init__(
+        self,
+        config: StudyConfig,
+        out_dir: str | Path,
+        say: Say,
+        progress_factory: ProgressFactory,
+        instances: Mapping[str, object],
+        unavailable: dict[tuple[str, str], str],
+    ) -> None:
+        super().__init__(config, out_dir, say, progress_factory)
         self.spec = pgd_spec(self.dataset.family, eps=config.attack_eps, steps=config.attack_steps)
+        self.instances = instances
+        self.unavailable = unavailable
+        self.before_notes: dict[tuple[str, str], str] = {}
+        self.points: list[RobustnessPoint] = []
 
     def overrides(self, kind: str, seed: int) -> dict[str, object]:
         """The training recipe of ``kind``: adversarial training at the attack's eps for the at_model."""
@@ -258,14 +280,69 @@ class _Runner(ArtifactSteps):
             out.update(adversarial=self.config.adversarial, eps=self.spec.eps, steps=self.config.train_steps)
         return out
 
+    def run_model(self, seed: int, kind: str) -> None:
+        """Seed ``seed``'s ``kind`` model, before and after the deletion with every method."""
+        folder, tag = self.out / f"seed-{seed}", f"seed {seed + 1}/{self.config.seeds}"
+        overrides = self.overrides(kind, seed)
+        how = f"{self.config.adversarial} adversarial" if kind == "at_model" else "standard"
+        base = self.train(folder / f"{kind}.pt", f"{kind} ({how} training)", tag, overrides)
+        base_point: RobustnessPoint | None = None
+        for m, instance in self.instances.items():
+            if (m, kind) in self.unavailable:
+                continue
+            deleted = self.deletion(seed, kind, m, instance, base=base, overrides=overrides, tag=tag)
+            if deleted is None:
+                continue
+            original, after = deleted
+            if needs_state(instance):
+                self.before_notes[(m, kind)] = (
+                    f"before = {m}'s own {kind}, trained with its recorded training state"
+                )
+                self.points.append(self.point(seed, m, kind, "before", original.path, tag))
+            else:
+                if base_point is None:
+                    base_point = self.point(seed, m, kind, "before", base.path, tag)
+                self.points.append(dataclasses.replace(base_point, method=m))
+            self.points.append(self.point(seed, m, kind, "after", after.path, tag))
+
+    def deletion(
+        self, seed: int, kind: str, method: str, instance: object, *, base: Built, overrides: dict, tag: str
+    ) -> tuple[Built, Built] | None:
+        """``(original, unlearned)`` of one method on one model; ``None`` (and the reason in
+        ``unavailable``) when a stateful method's training state cannot be produced or used."""
+        folder = self.out / f"seed-{seed}"
+        params = dict(self.config.method_params.get(method, {}))
+        stateful = needs_state(instance)
+        original = base
+        try:
+            if stateful:
+                original = self.train_stateful_original(
+                    method,
+                    instance,
+                    params,
+                    folder=folder,
+                    prefix=f"{kind}-",
+                    what=kind,
+                    tag=tag,
+                    overrides=overrides,
+                )
+            after = self.unlearn(
+                folder / f"{kind}-unlearned-{method}.pt", method, params, original.path, seed, tag
+            )
+        except UnlearnAuditError as exc:
+            if not stateful:
+                raise
+            reason = " ".join(str(exc).split())
+            log.warning("robustness study: %s on %s is unavailable: %s", method, kind, reason)
+            self.unavailable[(method, kind)] = f"training state could not be produced or used: {reason}"
+            self.say(f"{tag}: {method} on {kind}: unavailable ({reason})")
+            return None
+        return original, after
+
     def measure(self, path: Path, seed: int, what: str) -> dict:
         """``measure_robustness`` of the checkpoint at ``path`` (cached beside it), plus its sha256."""
-        from unlearn_audit.models import load_model
-        from unlearn_audit.robustness import measure_robustness
-
         c = self.config
         loaded = load_model(path, device=self.device)
-        target = path.with_name(path.stem + ".robustness.json")
         key = {
             "kind": "robustness",
             "model": loaded.sha256,
@@ -276,28 +353,27 @@ class _Runner(ArtifactSteps):
             "data": c.data,
             "split_seed": c.split_seed,
         }
-        if self.store.reusable(target, key):
-            return {**json.loads(target.read_text(encoding="utf-8")), "sha256": loaded.sha256}
-        test = self.dataset.test
-        subset = test.subset(robustness_subset(len(test), c.robust_samples, seed))
-        t0 = time.perf_counter()
-        result = measure_robustness(
-            loaded.module,
-            subset,
-            family=self.dataset.family,
-            num_classes=self.dataset.num_classes,
-            eps=c.attack_eps,
-            steps=c.attack_steps,
-            seed=seed,
-            device=self.device,
-        )
-        result.pop("correct", None)
-        atomic_write_text(target, to_json_text(result))
-        self.store.record(target, key)
-        self.say(
-            f"{what}: ACC {result['clean_accuracy']:.2%}, R-ACC {result['robust_accuracy']:.2%} "
-            f"({time.perf_counter() - t0:.1f}s)"
-        )
+
+        def make() -> dict:
+            result = robustness_measure(
+                self.dataset.test,
+                family=self.dataset.family,
+                num_classes=self.dataset.num_classes,
+                samples=c.robust_samples,
+                eps=c.attack_eps,
+                steps=c.attack_steps,
+                seed=seed,
+                device=self.device,
+            )(loaded.module)
+            result.pop("correct", None)
+            return result
+
+        result, built = self.store.build_json(path.with_name(path.stem + ".robustness.json"), key, make)
+        if not built.reused:
+            self.say(
+                f"{what}: ACC {result['clean_accuracy']:.2%}, R-ACC {result['robust_accuracy']:.2%} "
+                f"({built.seconds:.1f}s)"
+            )
         return {**result, "sha256": loaded.sha256}
 
     def point(self, seed: int, method: str, kind: str, stage: str, path: Path, tag: str) -> RobustnessPoint:
@@ -317,13 +393,41 @@ class _Runner(ArtifactSteps):
             str(r["sha256"]),
         )
 
+    def rows(self, methods: Sequence[str]) -> tuple[StudyRow, ...]:
+        """The table: every research question for every method, measured or unavailable."""
+        rows: list[StudyRow] = []
+        for rq, kind, stage in RESEARCH_QUESTIONS:
+            for m in methods:
+                if (m, kind) in self.unavailable:
+                    reason = self.unavailable[(m, kind)]
+                    rows.append(StudyRow(rq, kind, stage, m, UNAVAILABLE, None, None, None, reason))
+                    continue
+                mine = [p for p in self.points if p.method == m and p.model == kind and p.stage == stage]
+                note = self.before_notes.get((m, kind), "") if stage == "before" else ""
+                rows.append(row_from_points(rq, kind, stage, m, mine, note))
+        return tuple(rows)
+
+    def notes(self) -> tuple[str, ...]:
+        """How to read the table: the measure, the attack, the two models, the deletion."""
+        c, spec = self.config, self.spec
+        attacks = sorted({p.attack for p in self.points}) or [f"PGD-{spec.steps} L-inf eps={spec.eps:.4g}"]
+        return (
+            "ACC: clean accuracy; R-ACC: accuracy under the attack (correct both clean and attacked); "
+            "Gap = ACC - R-ACC; percent, mean ± sample std over seeds, on a fixed seeded test subset "
+            f"of {min(c.robust_samples, len(self.dataset.test))} examples.",
+            f"Attack: {'; '.join(attacks)}.",
+            f"st_model: standard training; at_model: {c.adversarial.upper()} adversarial training at eps "
+            f"{spec.eps:.4g}; both on the full training set. Deletion: forget {c.forget}.",
+            "Methods needing recorded training state are measured on their own trained model (see Note).",
+        )
+
 
 def run_study(
     config: StudyConfig,
     out_dir: str | Path,
     *,
     say: Say | None = None,
-    progress_factory: ProgressFactory = _no_progress,
+    progress_factory: ProgressFactory = no_progress,
 ) -> StudyResult:
     """Run the study and write ``robustness-study.{md,csv,json,html}`` to ``out_dir``.
 
@@ -337,156 +441,15 @@ def run_study(
     Raises:
         ConfigError: a bad parameter of a bundled method, a ``--set`` for a method not run, bad data.
     """
-    from unlearn_audit.methods import get_method, list_methods
-
     methods = parse_methods(config.methods)
-    for name in config.method_params:
-        if name not in methods:
-            raise ConfigError(
-                f"--set {name}.*: method {name!r} is not among --methods ({', '.join(methods)})"
-            )
-    bundled = {i.name for i in list_methods()}
-    unavailable: dict[tuple[str, str], str] = {}
-    instances = {}
-    for m in methods:
-        if m in bundled:
-            # a bad parameter of a bundled method is the user's error: it stops the run
-            instances[m] = get_method(m, **dict(config.method_params.get(m, {})))
-        else:
-            for kind in MODELS:
-                unavailable[(m, kind)] = (
-                    "not bundled in this version (`unlearn-audit methods` lists the bundled ones)"
-                )
-
-    runner = _Runner(config, Path(out_dir), say or _silent, progress_factory)
-    prepare_out_dir(out_dir)
-    start = time.perf_counter()
-    points: list[RobustnessPoint] = []
-    before_notes: dict[tuple[str, str], str] = {}
+    instances, unavailable = _bundled(methods, config.method_params)
+    study = _Study(config, out_dir, say or silent, progress_factory, instances, unavailable)
     for s in range(config.seeds):
-        sdir = Path(out_dir) / f"seed-{s}"
-        tag = f"seed {s + 1}/{config.seeds}"
         for kind in MODELS:
-            overrides = runner.overrides(kind, s)
-            how = f"{config.adversarial} adversarial" if kind == "at_model" else "standard"
-            base = runner.train(sdir / f"{kind}.pt", f"{kind} ({how} training)", tag, overrides)
-            base_point: RobustnessPoint | None = None
-            for m, inst in instances.items():
-                if (m, kind) in unavailable:
-                    continue
-                params = dict(config.method_params.get(m, {}))
-                stateful = bool(getattr(inst, "needs_state", False))
-                original = base
-                try:
-                    if stateful:
-                        state = str(getattr(inst, "state_name", m))
-                        original = runner.train(
-                            sdir / f"{kind}-original-{state}.pt",
-                            f"{kind} trained for {m}",
-                            tag,
-                            overrides,
-                            state,
-                            params,
-                        )
-                    after = runner.unlearn(
-                        sdir / f"{kind}-unlearned-{m}.pt", m, params, original.path, s, tag
-                    )
-                except UnlearnAuditError as exc:
-                    if not stateful:
-                        raise
-                    reason = " ".join(str(exc).split())
-                    log.warning("robustness study: %s on %s is unavailable: %s", m, kind, reason)
-                    unavailable[(m, kind)] = f"training state could not be produced or used: {reason}"
-                    runner.say(f"{tag}: {m} on {kind}: unavailable ({reason})")
-                    continue
-                if stateful:
-                    before_notes[(m, kind)] = (
-                        f"before = {m}'s own {kind}, trained with its recorded training state"
-                    )
-                    points.append(runner.point(s, m, kind, "before", original.path, tag))
-                else:
-                    if base_point is None:
-                        base_point = runner.point(s, m, kind, "before", base.path, tag)
-                    points.append(dataclasses.replace(base_point, method=m))
-                points.append(runner.point(s, m, kind, "after", after.path, tag))
-
-    rows: list[StudyRow] = []
-    for rq, kind, stage in RESEARCH_QUESTIONS:
-        for m in methods:
-            if (m, kind) in unavailable:
-                rows.append(
-                    StudyRow(rq, kind, stage, m, UNAVAILABLE, None, None, None, unavailable[(m, kind)])
-                )
-                continue
-            mine = [p for p in points if p.method == m and p.model == kind and p.stage == stage]
-            note = before_notes.get((m, kind), "") if stage == "before" else ""
-            rows.append(row_from_points(rq, kind, stage, m, mine, note))
-
-    spec = runner.spec
-    attacks = sorted({p.attack for p in points}) or [f"PGD-{spec.steps} L-inf eps={spec.eps:.4g}"]
-    notes = (
-        "ACC: clean accuracy; R-ACC: accuracy under the attack (correct both clean and attacked); "
-        "Gap = ACC - R-ACC; percent, mean ± sample std over seeds, on a fixed seeded test subset "
-        f"of {min(config.robust_samples, len(runner.dataset.test))} examples.",
-        f"Attack: {'; '.join(attacks)}.",
-        f"st_model: standard training; at_model: {config.adversarial.upper()} adversarial training at eps "
-        f"{spec.eps:.4g}; both on the full training set. Deletion: forget {config.forget}.",
-        "Methods needing recorded training state are measured on their own trained model (see Note).",
+            study.run_model(s, kind)
+    rows = study.rows(methods)
+    result = StudyResult(
+        config.to_dict(), rows, tuple(study.points), study.provenance(instances), study.notes()
     )
-    provenance = run_provenance(runner.device, start, instances, config.seeds, runner.dataset)
-    result = StudyResult(config.to_dict(), tuple(rows), tuple(points), provenance, notes)
-    write_study(result, out_dir)
+    write_study(result, study.out)
     return result
-
-
-# =========================================================================== output
-
-
-def study_table(result: StudyResult) -> Table:
-    columns = ("RQ", "Model", "Stage", "Method", "ACC (%)", "R-ACC (%)", "Gap (pp)", "Note")
-    rows = []
-    for r in result.rows:
-        if r.status == UNAVAILABLE:
-            nums = ("unavailable",) * 3
-        else:
-            nums = tuple(s.text() if s else "n/a" for s in (r.accuracy, r.robust_accuracy, r.gap))
-        rows.append((r.rq, r.model, r.stage, r.method, *nums, r.note))
-    numeric = tuple(c in ("ACC (%)", "R-ACC (%)", "Gap (pp)") for c in columns)
-    cfg = result.config
-    subtitle = (
-        f"{cfg['arch']} on {cfg['data']}, deletion {cfg['forget']}, {cfg['seeds']} seed(s); "
-        "RQ1/RQ2: standard / adversarially trained model before the deletion, RQ3/RQ4: after"
-    )
-    return Table(
-        "Robustness of unlearned models (RQ1-RQ4)", columns, tuple(rows), numeric, result.notes, subtitle
-    )
-
-
-def study_csv(result: StudyResult) -> str:
-    header = [
-        "rq",
-        "model",
-        "stage",
-        "method",
-        "status",
-        "acc_mean",
-        "acc_std",
-        "racc_mean",
-        "racc_std",
-        "gap_mean",
-        "gap_std",
-        "n_seeds",
-        "note",
-    ]
-    rows = []
-    for r in result.rows:
-        cells: list[object] = [r.rq, r.model, r.stage, r.method, r.status]
-        cells += stat_cells(r.accuracy, r.robust_accuracy, r.gap)
-        cells += [r.accuracy.n if r.accuracy else 0, r.note]
-        rows.append(cells)
-    return render_csv(header, rows)
-
-
-def write_study(result: StudyResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``robustness-study.md``, ``.csv``, ``.json`` and ``.html`` (atomically)."""
-    return write_tables(out_dir, "robustness-study", result, study_table(result), study_csv)
