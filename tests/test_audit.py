@@ -38,14 +38,32 @@ from unlearn_audit.audit import (
     INCONCLUSIVE,
     PASS,
     SCHEMA_VERSION,
+    AuditOptions,
     AuditResult,
     Check,
+    assemble_result,
     calibration_residuals,
     decide_verdict,
     evaluate,
     judge_excess,
 )
-from unlearn_audit.data import Roles, TensorSet, load_role_files
+from unlearn_audit.checks import AuditCheck, Outcome, run_checks
+from unlearn_audit.checks.integrity import ModelChanged
+from unlearn_audit.checks.membership import MembershipPower, references_two_sided
+from unlearn_audit.context import (
+    MIN_MEMBERS,
+    MIN_NONMEMBERS,
+    Decision,
+    ModelView,
+    StepTimer,
+    baseline_fair,
+    build_context,
+    forgotten_class_mask,
+    membership_sample_problem,
+    membership_two_sided,
+    nonmember_index,
+)
+from unlearn_audit.data import Roles, TensorSet, load_dataset, load_role_files, make_roles
 from unlearn_audit.errors import ModelError
 from unlearn_audit.models import LoadedModel, build_model, load_model, save_checkpoint
 from unlearn_audit.policy import Policy
@@ -241,7 +259,7 @@ def test_reported_accuracies_match_a_hand_computation(setting: Setting, honest: 
     ):
         for role, (x, y) in (("forget", setting.forget), ("retain", setting.retain), ("test", setting.test)):
             expected = float((predictions(model, x) == y).mean())
-            assert honest.models[name]["accuracy"][role] == pytest.approx(expected, abs=1e-6), (name, role)
+            assert honest.models[name].accuracy[role] == pytest.approx(expected, abs=1e-6), (name, role)
     utility = checks_of(honest)["test_accuracy_drop"]
     by_hand = (predictions(setting.original, setting.test[0]) == setting.test[1]).mean() - (
         predictions(setting.honest, setting.test[0]) == setting.test[1]
@@ -395,7 +413,7 @@ def test_class_wise_forgetting_is_recognised(class_wise) -> None:
         assert result.data["forget_classes"] == [FORGET_CLASS]
         names = [c.name for c in result.checks]
         assert "forget_class_predictions" in names and "forget_accuracy" not in names
-        assert "test_retained_classes" in result.models["unlearned"]["accuracy"]
+        assert "test_retained_classes" in result.models["unlearned"].accuracy
 
 
 def _forget_class_rate(model: LoadedModel, setting: Setting, roles: Roles) -> float:
@@ -590,9 +608,9 @@ def test_label_only_gap_attack_matches_its_closed_form(setting: Setting) -> None
     for name, model in (("original", setting.original), ("unlearned", setting.honest)):
         acc_f = (predictions(model, setting.forget[0]) == setting.forget[1]).mean()
         acc_b = (predictions(model, tx[half_b]) == ty[half_b]).mean()
-        auc = result.models[name]["mia"]["label_only"]["auc"]
+        auc = result.models[name].mia["label_only"]["auc"]
         assert auc == pytest.approx(0.5 * (1 + acc_f - acc_b), abs=1e-9)
-    unl_auc = result.models["unlearned"]["mia"]["label_only"]["auc"]
+    unl_auc = result.models["unlearned"].mia["label_only"]["auc"]
     assert check.value == pytest.approx(unl_auc - 0.5, abs=1e-6)
     assert check.status != FAIL  # an honest retrained model
 
@@ -620,3 +638,150 @@ def test_reference_logits_go_through_the_signal_cache(setting: Setting, tmp_path
                       policy=AUDIT_POLICY, reference_models=refs, signal_cache=cache)
     assert CountingCache.computed == 4
     assert checks_of(first)["mia_reference"] == checks_of(second)["mia_reference"]
+
+
+# --------------------------------------------------------------------------- the pieces of the audit
+
+
+def _roles(test_y, forget_y, retain_y=(0, 1, 2), *, random_sample: bool = False, forget_classes=()) -> Roles:
+    def tensor_set(y) -> TensorSet:
+        return TensorSet(torch.zeros(len(y), *SHAPE), torch.as_tensor(y, dtype=torch.int64))
+
+    return Roles(
+        tensor_set(forget_y),
+        tensor_set(retain_y),
+        tensor_set(test_y),
+        K,
+        forget_classes=forget_classes,
+        forget_is_random_sample=random_sample,
+    )
+
+
+def _retrained_view(forget_correct, test_correct) -> ModelView:
+    correct = {"forget": np.asarray(forget_correct, bool), "test": np.asarray(test_correct, bool)}
+    return ModelView("retrained", None, correct=correct)  # type: ignore[arg-type]
+
+
+def test_make_roles_marks_only_random_specs_as_random_samples(tmp_path) -> None:
+    dataset = load_dataset("digits")
+    index_file = tmp_path / "forget.txt"
+    index_file.write_text("1\n5\n9\n")
+    assert make_roles(dataset, "random:30").forget_is_random_sample
+    assert not make_roles(dataset, "class:3").forget_is_random_sample
+    assert not make_roles(dataset, str(index_file)).forget_is_random_sample
+
+
+@pytest.mark.parametrize(
+    ("has_retrained", "random_sample", "forget_classes", "fair"),
+    [
+        (True, False, (), True),  # the retrained model is the baseline
+        (False, True, (), True),  # unseen data stands in for a random sample
+        (False, False, (3,), True),  # class-wise: compared with test examples of the class
+        (False, False, (), False),  # hand-picked and no retrained model: advisory only
+    ],
+)
+def test_baseline_fair(has_retrained: bool, random_sample: bool, forget_classes, fair: bool) -> None:
+    roles = _roles([0, 1], [3, 3], random_sample=random_sample, forget_classes=forget_classes)
+    decision = baseline_fair(has_retrained=has_retrained, roles=roles)
+    assert decision.value is fair
+    assert (decision.note is None) is fair
+    if not fair:
+        assert "advisory" in decision.note
+
+
+def test_membership_two_sided() -> None:
+    policy = Policy(forget_accuracy_margin=0.05)
+    assert membership_two_sided(retrained=None, class_wise=False, policy=policy).value is False
+    honest = _retrained_view([True, False] * 50, [True, False] * 100)
+    assert membership_two_sided(retrained=honest, class_wise=False, policy=policy) == Decision(True)
+    mislabeled = _retrained_view([False] * 100, [True] * 200)
+    decision = membership_two_sided(retrained=mislabeled, class_wise=False, policy=policy)
+    assert decision.value is False and "mislabeled" in decision.note
+    assert membership_two_sided(retrained=mislabeled, class_wise=True, policy=policy) == Decision(True)
+
+
+def test_references_two_sided() -> None:
+    assert references_two_sided(np.ones(100, bool), np.ones(100, bool), 0.05) == Decision(True)
+    decision = references_two_sided(np.zeros(100, bool), np.ones(100, bool), 0.05)
+    assert decision.value is False and "reference models get the forget set 1.000 less" in decision.note
+
+
+def test_membership_sample_problem() -> None:
+    assert membership_sample_problem(MIN_MEMBERS, 2 * MIN_NONMEMBERS) is None
+    assert "only 5 forget examples" in membership_sample_problem(5, 1000)
+    assert "only 39 unseen test examples" in membership_sample_problem(100, 39)
+
+
+def test_nonmembers_are_test_examples_of_the_forget_labels_when_class_wise() -> None:
+    roles = _roles([0, 3, 3, 1, 4], [3, 4, 3], retain_y=[0, 1, 4], forget_classes=(3,))
+    np.testing.assert_array_equal(nonmember_index(roles), [1, 2, 4])  # every label of the forget set
+    np.testing.assert_array_equal(forgotten_class_mask(roles), [False, True, True, False, False])
+    example_wise = _roles([0, 3, 3], [3, 4])
+    np.testing.assert_array_equal(nonmember_index(example_wise), [0, 1, 2])
+    assert not forgotten_class_mask(example_wise).any()
+
+
+def _membership_outcome(name: str, power: bool | None) -> Outcome:
+    return Outcome(check=Check(name, INCONCLUSIVE, None, None, ""), power=power)
+
+
+def test_membership_power_is_derived_from_the_outcomes() -> None:
+    power = MembershipPower()
+    none_ran = power.summarise(None, [_membership_outcome("model_changed", None)])  # type: ignore[arg-type]
+    assert none_ran.check.status == INCONCLUSIVE and "ran: none" in none_ran.check.detail
+    no_power = power.summarise(None, [_membership_outcome("mia_a", False), _membership_outcome("x", None)])
+    assert no_power.check.status == INCONCLUSIVE and "(ran: mia_a)" in no_power.check.detail
+    some = [
+        _membership_outcome("mia_a", False),
+        _membership_outcome("mia_b", True),
+        _membership_outcome("mia_c", True),
+    ]
+    powered = power.summarise(None, some)
+    assert powered.check.status == PASS and powered.check.value == 2.0
+    assert powered.check.detail.endswith("mia_b, mia_c")
+    assert powered.check.explanation and powered.check.group == "privacy"
+
+
+class _Tripwire(AuditCheck):
+    """A check added only here: it must run, time, note and gate without any other change."""
+
+    name = "tripwire"
+    group = "integrity"
+    stage = "tripwire"
+    explanation = "A test-only check."
+
+    def announce(self, ctx) -> str:
+        return "tripwire"
+
+    def run(self, ctx) -> Outcome:
+        return Outcome(check=self.statement(FAIL, 1.0, 0.0, "tripped"), notes=("tripwire note",))
+
+
+class _NeverApplies(_Tripwire):
+    name = "never"
+
+    def applies(self, ctx) -> bool:
+        return False
+
+
+def test_a_new_check_class_runs_from_the_registry(setting: Setting) -> None:
+    said: list[str] = []
+    options = AuditOptions(policy=AUDIT_POLICY, progress=said.append)
+    timer = StepTimer()
+    ctx = build_context(setting.original, setting.honest, setting.roles, options, timer)
+    registry = (MembershipPower(), _NeverApplies(), _Tripwire(), ModelChanged())
+    result = assemble_result(ctx, run_checks(ctx, timer, registry), timer)
+    assert [c.name for c in result.checks] == ["membership_power", "tripwire", "model_changed"]
+    assert result.verdict == FAIL and checks_of(result)["tripwire"].explanation == "A test-only check."
+    assert result.notes[-1] == "tripwire note" and "tripwire" in result.timings
+    assert said == ["computing logits", "tripwire", "parameter and output distances"]
+    assert "original_to_unlearned" in result.distances
+
+
+def test_the_writers_take_the_typed_result(honest: AuditResult) -> None:
+    from unlearn_audit import report
+
+    as_dict = honest.to_dict()
+    assert report.to_json(honest) == report.to_json(as_dict)
+    assert report.to_junit(honest) == report.to_junit(as_dict)
+    assert list(as_dict["models"]["original"]) == ["model", "accuracy", "mia"]

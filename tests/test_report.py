@@ -588,3 +588,35 @@ def test_a_failing_write_through_the_cli_is_one_error_line(
     assert err.strip().startswith("unlearn-audit: error:") and len(err.strip().splitlines()) == 1
     assert "No space left" in err and "Traceback" not in err
     assert _leftovers(tmp_path, set()) == []
+
+
+def test_a_result_saved_before_the_checks_rebuild_still_renders(run_cli, tmp_path: Path) -> None:
+    """``tests/golden/evaluate_digits.json`` was written by the audit before it became registered
+    check classes. The golden normalisation dropped its volatile parts (provenance, timings, model
+    paths and hashes, data provenance); they are put back as any saved result has them, then
+    ``report`` renders it."""
+    from unlearn_audit.cli import VERDICT_EXIT
+    from unlearn_audit.provenance import environment
+
+    saved = json.loads(
+        (Path(__file__).parent / "golden" / "evaluate_digits.json").read_text(encoding="utf-8")
+    )
+    for name, entry in saved["models"].items():
+        entry["model"].update(path=f"{name}.pt", sha256="0" * 64, provenance={})
+    saved["data"]["provenance"] = {"name": "digits", "forget_spec": "random:150", "forget_seed": 0}
+    saved["timings"] = {"logits": 0.5, "mia_population": 1.5}
+    saved["provenance"] = {
+        **environment("cpu"),
+        "seed": 0,
+        "models": {name: {"path": f"{name}.pt", "sha256": "0" * 64} for name in saved["models"]},
+        "command": "unlearn-audit evaluate",
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(saved), encoding="utf-8")
+    html, xml = tmp_path / "old.html", tmp_path / "old.xml"
+    code, _, err = run_cli(["report", path, "--html", html, "--junit", xml])
+    assert code == VERDICT_EXIT[saved["verdict"]], err
+    page = html.read_text(encoding="utf-8")
+    assert all(check["name"] in page for check in saved["checks"])
+    cases = ET.parse(xml).getroot().findall("testcase")
+    assert [c.get("name") for c in cases] == [check["name"] for check in saved["checks"]]

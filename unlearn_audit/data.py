@@ -88,6 +88,9 @@ class Roles:
 
     ``forget_classes`` lists the classes that occur in the forget set but not at all in the
     retain set: non-empty means class-wise forgetting, which the audit judges differently.
+    ``forget_is_random_sample`` is true only when the forget set was drawn at random from the
+    training set (a ``random:`` spec): then unseen test data is a fair stand-in for a model that
+    never saw it. Index files and role files may be hand-picked, so they leave it false.
     """
 
     forget: TensorSet
@@ -98,6 +101,7 @@ class Roles:
     forget_indices: np.ndarray | None = None
     forget_classes: tuple[int, ...] = ()
     provenance: dict = field(default_factory=dict)
+    forget_is_random_sample: bool = False
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -485,8 +489,16 @@ def make_roles(dataset: Dataset, forget_spec: str, *, seed: int = 0) -> Roles:
         forget_seed=seed,
         forget_sha256=hashlib.sha256(forget_idx.astype(np.int64).tobytes()).hexdigest(),
     )
+    kind, _, _ = forget_spec.strip().partition(":")  # parse_forget_spec accepted the spec
     return _finish_roles(
-        forget, retain, dataset.test, dataset.num_classes, dataset.name, forget_idx, provenance
+        forget,
+        retain,
+        dataset.test,
+        dataset.num_classes,
+        dataset.name,
+        forget_idx,
+        provenance,
+        random_sample=kind == "random",
     )
 
 
@@ -516,6 +528,8 @@ def _finish_roles(
     name: str,
     forget_idx: np.ndarray | None,
     provenance: dict,
+    *,
+    random_sample: bool = False,
 ) -> Roles:
     retain_classes = set(np.unique(retain.y.numpy()).tolist())
     forget_classes = tuple(int(c) for c in np.unique(forget.y.numpy()) if int(c) not in retain_classes)
@@ -531,4 +545,5 @@ def _finish_roles(
         forget_indices=forget_idx,
         forget_classes=forget_classes,
         provenance=provenance,
+        forget_is_random_sample=random_sample,
     )

@@ -1,4 +1,8 @@
-"""JSON, HTML and JUnit writers. All three render the same audit dict; every write is atomic."""
+"""JSON, HTML and JUnit writers. All three render the same audit dict; every write is atomic.
+
+Each writer takes the typed :class:`~unlearn_audit.results.AuditResult` of a fresh audit or the
+schema-v1 dict of a saved one (:func:`read_json`), so old result files render like new ones.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,27 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from unlearn_audit.audit import SCHEMA_VERSION
 from unlearn_audit.errors import DataError
 from unlearn_audit.fileio import atomic_write_text
+from unlearn_audit.results import SCHEMA_VERSION, AuditResult
 
 STATUS_LABEL = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
 _REQUIRED_KEYS = ("schema_version", "verdict", "checks", "models", "distances", "provenance")
 
 
+def result_dict(result: AuditResult | dict) -> dict:
+    """The schema-v1 dict every writer renders: a typed result is converted, a loaded dict kept."""
+    return result.to_dict() if isinstance(result, AuditResult) else result
+
+
 # --------------------------------------------------------------------------- JSON
 
 
-def to_json(result: dict) -> str:
-    return json.dumps(result, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n"
+def to_json(result: AuditResult | dict) -> str:
+    return (
+        json.dumps(result_dict(result), indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+        + "\n"
+    )
 
 
 def _json_default(obj: object) -> object:
@@ -32,7 +44,7 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-def write_json(result: dict, path: str | Path) -> Path:
+def write_json(result: AuditResult | dict, path: str | Path) -> Path:
     return atomic_write_text(path, to_json(result))
 
 
@@ -88,8 +100,9 @@ def _shape_problem(data: dict) -> str | None:
 # --------------------------------------------------------------------------- JUnit
 
 
-def to_junit(result: dict) -> str:
+def to_junit(result: AuditResult | dict) -> str:
     """One ``testcase`` per check: fail -> ``failure``, inconclusive or advisory -> ``skipped``."""
+    result = result_dict(result)
     checks = result["checks"]
     failures = sum(1 for c in checks if c["status"] == "fail")
     skipped = sum(1 for c in checks if c["status"] != "fail" and (c["status"] != "pass"))
@@ -131,7 +144,7 @@ def _check_text(c: dict) -> str:
     return f"{head}\n{c['detail']}"
 
 
-def write_junit(result: dict, path: str | Path) -> Path:
+def write_junit(result: AuditResult | dict, path: str | Path) -> Path:
     return atomic_write_text(path, to_junit(result))
 
 
@@ -276,8 +289,9 @@ def page_environment():
     return env, (folder / "report.css").read_text(encoding="utf-8")
 
 
-def render_html(result: dict) -> str:
+def render_html(result: AuditResult | dict) -> str:
     """The self-contained compliance report (inline CSS and PNG plots, no network)."""
+    result = result_dict(result)
     env, css = page_environment()
     env.filters["fmt"] = _fmt
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * float(v):.2f}%"
@@ -294,5 +308,5 @@ def render_html(result: dict) -> str:
     )
 
 
-def write_html(result: dict, path: str | Path) -> Path:
+def write_html(result: AuditResult | dict, path: str | Path) -> Path:
     return atomic_write_text(path, render_html(result))
