@@ -14,8 +14,7 @@ import torch
 
 from unlearn_audit.data import load_dataset
 from unlearn_audit.errors import ConfigError
-from unlearn_audit.methods import get_method, list_methods
-from unlearn_audit.methods._state import StatefulMethod
+from unlearn_audit.methods import StatefulMethod, get_method, list_methods
 from unlearn_audit.models import load_model
 from unlearn_audit.training import TrainConfig, default_config
 

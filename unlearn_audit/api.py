@@ -124,7 +124,7 @@ def _stateful_method(name: str | None, params: dict | None) -> object | None:
     """The method ``--for-method`` names (None without one)."""
     if name is None:
         return None
-    from unlearn_audit.methods.registry import get_method
+    from unlearn_audit.methods import get_method
 
     return get_method(name, **(params or {}))
 
@@ -133,7 +133,7 @@ def _training_recipe(arch: str, family: str, overrides: dict, method: object | N
     """The architecture's recipe with the user's overrides; a stateful method brings its own."""
     if method is None:
         return default_config(arch, family, **overrides)
-    from unlearn_audit.methods._state import stateful_recipe
+    from unlearn_audit.methods import stateful_recipe
 
     return stateful_recipe(method, default_config(arch, family), overrides)
 
@@ -151,7 +151,7 @@ def _train(
 ):
     """Train ``model``: plainly (what comes back holds no state), or through ``method``'s training
     hook, which records its state and may replace the model and the recipe."""
-    from unlearn_audit.methods._state import StatefulTraining, record_stateful_training
+    from unlearn_audit.methods import StatefulTraining, record_stateful_training
 
     if method is None:
         train_model(model, train_set, cfg, device=device, progress=progress)
