@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-import torch
 
 from unlearn_audit.data import load_dataset
 from unlearn_audit.errors import ConfigError
@@ -19,14 +18,6 @@ from unlearn_audit.models import load_model
 from unlearn_audit.training import TrainConfig, default_config
 
 DATA = ["--data", "digits", "--forget", "random:20", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
