@@ -23,6 +23,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
+from unlearn_audit.archs import ArchSpec
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError, DataError, ModelError
 from unlearn_audit.methods import UnlearnData, get_method
@@ -122,14 +123,12 @@ def sisa_run(digits):
     train = TensorSet(digits.x[:240], digits.y[:240])
     cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=3)
     method = get_method("sisa", shards=3, slices=3)
-    ens, extra = method.train_with_state(
-        mlp(0), train, cfg, arch="mlp", arch_kwargs={"hidden": 12, "depth": 1}
-    )
-    return method, train, cfg, ens, extra["method_state"]
+    trained = method.record_training(mlp(0), train, cfg, arch=ArchSpec("mlp", {"hidden": 12, "depth": 1}))
+    return method, train, cfg, trained.model, trained.state, trained.arch
 
 
 def test_sisa_unlearning_equals_retraining_the_affected_shards(sisa_run):
-    method, train, cfg, ens, state = sisa_run
+    method, train, cfg, ens, state, _ = sisa_run
     shard_of, slice_of = state["shard_of"].numpy(), state["slice_of"].numpy()
     # forget: two samples of shard 0 (one in slice 1, one in slice 2) and one of shard 2 (slice 2)
     pick = lambda s, r: int(np.flatnonzero((shard_of == s) & (slice_of == r))[0])  # noqa: E731
@@ -166,7 +165,7 @@ def test_sisa_unlearning_equals_retraining_the_affected_shards(sisa_run):
 
 
 def test_sisa_locates_forget_samples_by_content_and_refuses_bad_requests(sisa_run):
-    method, train, _, ens, state = sisa_run
+    method, train, _, ens, state, _ = sisa_run
     before = {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in state.items()}
     by_index = method.unlearn(ens, split(train, [5, 77]), state=state)
     by_content = method.unlearn(ens, split(train, [5, 77], indices=False), state=state)
@@ -247,15 +246,15 @@ def test_sisa_aggregation_is_a_vote_or_a_mean_of_probabilities():
 
 
 def test_sisa_ensemble_and_state_round_trip_through_a_native_checkpoint(sisa_run, tmp_path):
-    method, train, _, ens, state = sisa_run
+    method, train, _, ens, state, arch = sisa_run
     path = tmp_path / "sisa.pt"
     save_checkpoint(
         ens,
         path,
-        arch=ens.arch_name,
+        arch=arch.name,
         num_classes=10,
         input_shape=(1, 8, 8),
-        arch_kwargs=ens.arch_kwargs,
+        arch_kwargs=arch.kwargs,
         extra={"method_state": state},
     )
     raw = torch.load(path, weights_only=True)

@@ -88,6 +88,24 @@ def test_unknown_arch_lists_the_valid_ones_and_suggests_the_closest():
         build_model("zzz", num_classes=K, input_shape=SHAPE)
 
 
+def test_method_architectures_load_without_the_methods_package():
+    """A SISA or Bayesian checkpoint loads through models.py alone: building a model imports no method."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from unlearn_audit.models import build_model, list_archs\n"
+        "assert {'sisa', 'bayes_logreg'} <= set(list_archs())\n"
+        "ens = build_model('sisa', num_classes=3, input_shape=(1, 4, 4), base='logreg', shards=2)\n"
+        "bayes = build_model('bayes_logreg', num_classes=3, input_shape=(1, 4, 4), num_samples=5)\n"
+        "assert len(ens.members) == 2 and bayes.samples.shape == (5, 3, 17)\n"
+        "assert not [m for m in sys.modules if m.startswith('unlearn_audit.methods')], 'methods imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_build_model_is_seeded_and_checks_arguments():
     a, b = _mlp(), _mlp()
     assert all(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -12,11 +11,13 @@ from pathlib import Path
 
 import torch
 
+from unlearn_audit.archs import ArchSpec
 from unlearn_audit.data import Roles, TensorSet, load_dataset, make_roles
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.models import LoadedModel, build_model, resolve_device, save_checkpoint
 from unlearn_audit.provenance import environment
-from unlearn_audit.training import accuracy, default_config, train_model
+from unlearn_audit.reference_models import signal_cache, train_reference_set
+from unlearn_audit.training import TrainConfig, accuracy, default_config, train_model
 
 log = logging.getLogger(__name__)
 
@@ -63,45 +64,33 @@ def train_checkpoint(
     device: str = "auto",
     progress_factory: ProgressFactory = _no_progress,
 ) -> TrainSummary:
-    """Train ``arch`` on ``data`` (or on its retain set with ``without_forget``) and save a checkpoint."""
+    """Train ``arch`` on ``data`` (or on its retain set with ``without_forget``) and save a checkpoint.
+
+    With ``for_method`` the method's training hook trains the model, with the method's own recipe
+    (the ``overrides`` the user set win where the method allows them), and its state is saved.
+    """
     if without_forget and forget is None:
         raise ConfigError("--without-forget needs --forget SPEC to know what to leave out")
     dev = resolve_device(device)
     dataset = load_dataset(data, split_seed=split_seed)
-    overrides = dict(overrides or {})
-    cfg = default_config(arch, dataset.family, **overrides)
+    method = _stateful_method(for_method, method_params)
+    cfg = _training_recipe(arch, dataset.family, dict(overrides or {}), method)
     roles: Roles | None = make_roles(dataset, forget, seed=cfg.seed) if forget else None
     train_set = roles.retain if (roles and without_forget) else dataset.train
     model = build_model(arch, num_classes=dataset.num_classes, input_shape=dataset.input_shape, seed=cfg.seed)
     start = time.perf_counter()
-    extra: dict = {}
-    if for_method:
-        from unlearn_audit.methods.registry import get_method
-
-        method = get_method(for_method, **(method_params or {}))
-        recorder = getattr(method, "train_with_state", None)
-        if recorder is None:
-            raise ConfigError(f"method {for_method!r} needs no training state; train without --for-method")
-        with progress_factory(f"training {arch} for {for_method}") as progress:
-            params = inspect.signature(recorder).parameters
-            takes_arch = "arch" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-            more = {"arch": arch} if takes_arch else {}
-            model, extra = recorder(model, train_set, cfg, roles=roles, device=dev, progress=progress, **more)
-    else:
-        with progress_factory(f"training {arch} on {data}") as progress:
-            train_model(model, train_set, cfg, device=dev, progress=progress)
+    label = f"training {arch} for {for_method}" if method is not None else f"training {arch} on {data}"
+    with progress_factory(label) as progress:
+        trained = _train(
+            method, model, train_set, cfg, arch=ArchSpec(arch), roles=roles, device=dev, progress=progress
+        )
     seconds = time.perf_counter() - start
-    accs = {
-        "train": accuracy(model, train_set, device=dev),
-        "test": accuracy(model, dataset.test, device=dev),
-    }
-    if roles is not None:
-        accs = {
-            "forget": accuracy(model, roles.forget, device=dev),
-            "retain": accuracy(model, roles.retain, device=dev),
-            "test": accs["test"],
-        }
-    trained_on = "retain set (forget set left out)" if (roles and without_forget) else "full training set"
+    if roles is None:
+        accs = {"train": accuracy(trained.model, train_set, device=dev)}
+    else:
+        accs = {"forget": accuracy(trained.model, roles.forget, device=dev)}
+        accs["retain"] = accuracy(trained.model, roles.retain, device=dev)
+    accs["test"] = accuracy(trained.model, dataset.test, device=dev)
     provenance = {
         **environment(dev),
         "data": dataset.provenance if roles is None else roles.provenance,
@@ -109,154 +98,70 @@ def train_checkpoint(
         "split_seed": split_seed,
         "forget_spec": forget,
         "trained_on": "retain" if (roles and without_forget) else "train",
-        "train_config": cfg.to_dict(),
+        "train_config": trained.recipe.to_dict(),
         "for_method": for_method,
         "seconds": round(seconds, 3),
         "accuracy": accs,
     }
+    spec = trained.arch or ArchSpec(arch)
     sha = save_checkpoint(
-        model,
+        trained.model,
         out,
-        # a method may wrap the architecture (SISA trains an ensemble of shard models)
-        arch=getattr(model, "arch_name", None) or arch,
-        arch_kwargs=getattr(model, "arch_kwargs", None) if getattr(model, "arch_name", None) else None,
+        arch=spec.name,
+        arch_kwargs=spec.kwargs,
         num_classes=dataset.num_classes,
         input_shape=dataset.input_shape,
         provenance=provenance,
-        extra=extra,
+        extra=trained.extra if method is not None else {},
     )
-    return TrainSummary(str(out), sha, arch, data, trained_on, len(train_set), seconds, accs, cfg.adversarial)
+    trained_on = "retain set (forget set left out)" if (roles and without_forget) else "full training set"
+    return TrainSummary(
+        str(out), sha, arch, data, trained_on, len(train_set), seconds, accs, trained.recipe.adversarial
+    )
+
+
+def _stateful_method(name: str | None, params: dict | None) -> object | None:
+    """The method ``--for-method`` names (None without one)."""
+    if name is None:
+        return None
+    from unlearn_audit.methods import get_method
+
+    return get_method(name, **(params or {}))
+
+
+def _training_recipe(arch: str, family: str, overrides: dict, method: object | None) -> TrainConfig:
+    """The architecture's recipe with the user's overrides; a stateful method brings its own."""
+    if method is None:
+        return default_config(arch, family, **overrides)
+    from unlearn_audit.methods import stateful_recipe
+
+    return stateful_recipe(method, default_config(arch, family), overrides)
+
+
+def _train(
+    method: object | None,
+    model: torch.nn.Module,
+    train_set: TensorSet,
+    cfg: TrainConfig,
+    *,
+    arch: ArchSpec,
+    roles: Roles | None,
+    device: torch.device,
+    progress,
+):
+    """Train ``model``: plainly (what comes back holds no state), or through ``method``'s training
+    hook, which records its state and may replace the model and the recipe."""
+    from unlearn_audit.methods import StatefulTraining, record_stateful_training
+
+    if method is None:
+        train_model(model, train_set, cfg, device=device, progress=progress)
+        return StatefulTraining(model=model, state={}, recipe=cfg, arch=arch)
+    return record_stateful_training(
+        method, model, train_set, cfg, arch=arch, roles=roles, device=device, progress=progress
+    )
 
 
 # --------------------------------------------------------------------------- evaluate
-
-
-def _cache_root(cache_dir: str | Path | None) -> Path:
-    import os
-
-    if cache_dir is not None:
-        return Path(cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "unlearn-audit"
-
-
-def _signal_cache(cache_dir: str | Path | None):
-    from attacks.reference import SignalCache
-
-    return SignalCache(_cache_root(cache_dir) / "signals")
-
-
-def train_reference_set(
-    original: LoadedModel,
-    roles: Roles,
-    *,
-    count: int,
-    seed: int,
-    device,
-    cache_dir: str | Path | None = None,
-    progress=None,
-) -> tuple[list, str]:
-    """Train ``count`` reference models WITHOUT the forget set, with the original's recipe.
-
-    Needs a native checkpoint (architecture and training recipe recorded). Trained models are
-    cached on disk, keyed by architecture, recipe, retain-set fingerprint and seed, so a re-run
-    costs nothing.
-    """
-    import hashlib
-    import json
-
-    from attacks.reference import resolve_strategy, train_reference_models
-    from unlearn_audit.models import load_model
-    from unlearn_audit.training import TrainConfig
-
-    if original.arch in ("sisa", "bayes_logreg"):
-        raise ConfigError(
-            f"--reference-models cannot retrain a {original.arch!r} model with its own recipe; "
-            "train reference "
-            "models without the forget set yourself and pass --reference-dir"
-        )
-    if original.format != "native" or not original.arch:
-        raise ConfigError(
-            "--reference-models needs a native checkpoint of the original (architecture and recipe); "
-            "for other formats train reference models yourself and pass --reference-dir"
-        )
-    recipe = original.metadata.get("provenance", {}).get("train_config")
-    cfg = TrainConfig.from_dict(recipe) if isinstance(recipe, dict) else TrainConfig()
-    key_src = json.dumps(
-        {
-            "arch": original.arch,
-            "kwargs": original.arch_kwargs,
-            "cfg": cfg.to_dict(),
-            "data": roles.retain.fingerprint(),
-            "classes": original.num_classes,
-            "shape": list(original.input_shape or ()),
-        },
-        sort_keys=True,
-    )
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
-    folder = _cache_root(cache_dir) / "reference-models" / key
-    seeds = [10_000 + seed * 1_000 + r for r in range(count)]
-    paths = [folder / f"ref-{s}.pt" for s in seeds]
-    missing = [s for s, p in zip(seeds, paths, strict=True) if not p.is_file()]
-
-    def make():
-        return build_model(
-            original.arch,
-            num_classes=original.num_classes,
-            input_shape=original.input_shape,
-            **original.arch_kwargs,
-        )
-
-    if missing:
-        plain_adam = cfg.optimizer == "adam" and cfg.adversarial is None
-        if plain_adam:
-            strategy = resolve_strategy(make(), "auto")
-            models = train_reference_models(
-                make,
-                roles.retain.x,
-                roles.retain.y,
-                seeds=missing,
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                lr=cfg.lr,
-                weight_decay=cfg.weight_decay,
-                device=device,
-                strategy=strategy,
-                progress=progress,
-            )
-        else:
-            from dataclasses import replace
-
-            models = []
-            for s in missing:
-                m = build_model(
-                    original.arch,
-                    num_classes=original.num_classes,
-                    input_shape=original.input_shape,
-                    seed=s,
-                    **original.arch_kwargs,
-                )
-                train_model(m, roles.retain, replace(cfg, seed=s), device=device)
-                models.append(m)
-        for s, m in zip(missing, models, strict=True):
-            save_checkpoint(
-                m,
-                folder / f"ref-{s}.pt",
-                arch=original.arch,
-                num_classes=original.num_classes,
-                input_shape=original.input_shape,
-                arch_kwargs=original.arch_kwargs,
-                provenance={
-                    "role": "reference",
-                    "seed": s,
-                    "train_config": cfg.to_dict(),
-                    "trained_on": "retain",
-                },
-            )
-    refs = [load_model(p, device=device).module for p in paths]
-    cached = count - len(missing)
-    note = f"trained on the retain set with the original's recipe; {cached} of {count} from cache {folder}"
-    return refs, note
 
 
 def resolve_roles(
@@ -329,58 +234,29 @@ def evaluate_audit(
     command: str | None = None,
 ) -> EvaluateOutputs:
     """Load everything, run :func:`unlearn_audit.audit.evaluate`, write the requested outputs."""
-    from unlearn_audit.audit import evaluate, load_reference_dir
-    from unlearn_audit.models import load_model
+    from unlearn_audit.audit import evaluate
     from unlearn_audit.policy import load_policy
-    from unlearn_audit.report import write_html, write_json, write_junit
 
-    if reference_models and reference_dir:
-        raise ConfigError("give --reference-models N or --reference-dir DIR, not both")
-    if label_only not in (None, "gap", "boundary"):
-        raise ConfigError(f"--label-only must be gap or boundary, got {label_only!r}")
-    if reference_models < 0:
-        raise ConfigError(f"--reference-models must be >= 0, got {reference_models}")
+    _check_evaluate_options(reference_models, reference_dir, label_only)
     policy = load_policy(policy_path)
     dev = resolve_device(device)
     roles = resolve_roles(data, forget, forget_data, retain_data, test_data, seed=seed, split_seed=split_seed)
-
-    def load(path):
-        return load_model(
-            path, arch=arch, num_classes=roles.num_classes, input_shape=roles.input_shape, device=dev
-        )
-
-    orig = load(original)
-    unl = load(unlearned)
-    ret = load(retrained) if retrained is not None else None
-    for name, m in (("original", orig), ("unlearned", unl), ("retrained", ret)):
-        if m is not None and m.num_classes is not None and m.num_classes < roles.num_classes:
-            raise ConfigError(
-                f"the {name} model has {m.num_classes} classes but the data has labels up to "
-                f"{roles.num_classes - 1}"
-            )
-
-    refs, ref_note = None, ""
-    if reference_models:
-        with progress_factory(f"training {reference_models} reference models") as progress:
-            refs, ref_note = train_reference_set(
-                orig,
-                roles,
-                count=reference_models,
-                seed=seed,
-                device=dev,
-                cache_dir=cache_dir,
-                progress=progress,
-            )
-    elif reference_dir:
-        refs = load_reference_dir(reference_dir, orig, dev)
-        ref_note = f"from {reference_dir}"
-
+    orig, unl, ret = _load_audited(original, unlearned, retrained, roles, arch=arch, device=dev)
+    refs, ref_note = _reference_models(
+        orig,
+        roles,
+        count=reference_models,
+        directory=reference_dir,
+        seed=seed,
+        device=dev,
+        cache_dir=cache_dir,
+        progress_factory=progress_factory,
+    )
     robust_fn = None
     if robustness:
         robust_fn = _robustness_measure(
             roles, samples=robust_samples, eps=robust_eps, steps=robust_steps, seed=seed, device=dev
         )
-
     result = evaluate(
         orig,
         unl,
@@ -394,12 +270,85 @@ def evaluate_audit(
         robustness=robust_fn,
         label_only=label_only,
         progress=say,
-        signal_cache=_signal_cache(cache_dir) if refs else None,
+        signal_cache=signal_cache(cache_dir) if refs else None,
         extra_provenance={
             "policy_file": str(policy_path) if policy_path else None,
             **({"command": command} if command else {}),
         },
     ).to_dict()
+    written = _write_reports(result, json_out=json_out, html_out=html_out, junit_out=junit_out)
+    return EvaluateOutputs(result, result["verdict"], written)
+
+
+def _check_evaluate_options(reference_models: int, reference_dir: str | Path | None, label_only: str | None):
+    if reference_models and reference_dir:
+        raise ConfigError("give --reference-models N or --reference-dir DIR, not both")
+    if label_only not in (None, "gap", "boundary"):
+        raise ConfigError(f"--label-only must be gap or boundary, got {label_only!r}")
+    if reference_models < 0:
+        raise ConfigError(f"--reference-models must be >= 0, got {reference_models}")
+
+
+def _load_audited(
+    original: str | Path,
+    unlearned: str | Path,
+    retrained: str | Path | None,
+    roles: Roles,
+    *,
+    arch: str | None,
+    device: torch.device,
+) -> tuple[LoadedModel, LoadedModel, LoadedModel | None]:
+    """The original, unlearned and (optional) retrained models, each able to label every class."""
+    from unlearn_audit.models import load_model
+
+    def load(path):
+        return load_model(
+            path, arch=arch, num_classes=roles.num_classes, input_shape=roles.input_shape, device=device
+        )
+
+    orig = load(original)
+    unl = load(unlearned)
+    ret = load(retrained) if retrained is not None else None
+    for name, m in (("original", orig), ("unlearned", unl), ("retrained", ret)):
+        if m is not None and m.num_classes is not None and m.num_classes < roles.num_classes:
+            raise ConfigError(
+                f"the {name} model has {m.num_classes} classes but the data has labels up to "
+                f"{roles.num_classes - 1}"
+            )
+    return orig, unl, ret
+
+
+def _reference_models(
+    original: LoadedModel,
+    roles: Roles,
+    *,
+    count: int,
+    directory: str | Path | None,
+    seed: int,
+    device: torch.device,
+    cache_dir: str | Path | None,
+    progress_factory: ProgressFactory,
+) -> tuple[list | None, str]:
+    """Reference models trained without the forget set: ``count`` trained here, or those in
+    ``directory``, or none; with a note saying where they came from."""
+    if count:
+        with progress_factory(f"training {count} reference models") as progress:
+            return train_reference_set(
+                original, roles, count=count, seed=seed, device=device, cache_dir=cache_dir, progress=progress
+            )
+    if directory:
+        from unlearn_audit.audit import load_reference_dir
+
+        return load_reference_dir(directory, original, device), f"from {directory}"
+    return None, ""
+
+
+def _write_reports(
+    result: dict, *, json_out: str | Path | None, html_out: str | Path | None, junit_out: str | Path | None
+) -> dict[str, str]:
+    """Write the requested reports; returns format -> path written."""
+    from unlearn_audit.report import write_html, write_json, write_junit
+
     written: dict[str, str] = {}
     if json_out:
         written["json"] = str(write_json(result, json_out))
@@ -407,7 +356,7 @@ def evaluate_audit(
         written["html"] = str(write_html(result, html_out))
     if junit_out:
         written["junit"] = str(write_junit(result, junit_out))
-    return EvaluateOutputs(result, result["verdict"], written)
+    return written
 
 
 def _robustness_measure(
@@ -483,66 +432,28 @@ def unlearn_checkpoint(
     With role files, ``--forget-data`` is required and ``--retain-data`` optional: methods that
     need the retain set refuse without it.
     """
-    from unlearn_audit.data import load_npz_set
-    from unlearn_audit.methods import UnlearnData, get_method
+    from unlearn_audit.methods import get_method
     from unlearn_audit.models import load_model
 
     chosen = get_method(method, **(params or {}))
     dev = resolve_device(device)
-    test = None
-    data_prov: dict
-    if data is not None or (forget_data and retain_data and test_data):
-        roles = resolve_roles(
-            data, forget, forget_data, retain_data, test_data, seed=seed, split_seed=split_seed
-        )
-        fx, fy, rx, ry, test = roles.forget.x, roles.forget.y, roles.retain.x, roles.retain.y, roles.test
-        num_classes, shape, data_prov = roles.num_classes, roles.input_shape, roles.provenance
-    elif forget_data is not None:
-        if forget is not None:
-            raise ConfigError("--forget goes with --data; --forget-data already is the forget set")
-        fset = load_npz_set(forget_data)
-        rset = load_npz_set(retain_data) if retain_data else None
-        fx, fy = fset.x, fset.y
-        rx, ry = (rset.x, rset.y) if rset is not None else (None, None)
-        num_classes = int(max(int(fy.max()), int(ry.max()) if ry is not None else 0) + 1)
-        shape = tuple(fx.shape[1:])
-        data_prov = {
-            "forget_file": str(forget_data),
-            "retain_file": str(retain_data) if retain_data else None,
-        }
-    else:
-        raise ConfigError(
-            "name the data: --data DATA --forget SPEC, or --forget-data F.npz [--retain-data R.npz]"
-        )
-
-    loaded = load_model(model, arch=arch, num_classes=num_classes, input_shape=shape, device=dev)
+    inputs = _unlearn_inputs(
+        data, forget, forget_data, retain_data, test_data, seed=seed, split_seed=split_seed
+    )
+    loaded = load_model(
+        model, arch=arch, num_classes=inputs.num_classes, input_shape=inputs.shape, device=dev
+    )
     if loaded.arch is None:
         raise ConfigError(
             f"{model}: a {loaded.format} model cannot be unlearned here (its architecture is unknown); "
             "pass a native checkpoint or a state_dict with --arch"
         )
-    num_classes = max(num_classes, loaded.num_classes or 0)
-    forget_indices = None
-    if data is not None and roles.forget_indices is not None:
-        forget_indices = torch.as_tensor(roles.forget_indices, dtype=torch.int64)
-    udata = UnlearnData(fx, fy, rx, ry, num_classes=num_classes, forget_indices=forget_indices)
-    kwargs = {}
-    if getattr(chosen, "needs_state", False):
-        state = loaded.metadata.get("extra", {}).get("method_state")
-        if not state or state.get("method") != getattr(chosen, "state_name", chosen.name):
-            raise ConfigError(
-                f"method {chosen.name!r} needs state recorded during training; train the original with "
-                f"`unlearn-audit train --for-method {getattr(chosen, 'state_name', chosen.name)}`"
-            )
-        kwargs["state"] = state
+    num_classes = max(inputs.num_classes, loaded.num_classes or 0)
+    udata = inputs.unlearn_data(num_classes)
+    kwargs = _recorded_state(chosen, loaded)
     with progress_factory(f"unlearning with {chosen.name}") as progress:
         outcome = chosen.unlearn(loaded.module, udata, device=dev, seed=seed, progress=progress, **kwargs)
-    accs = {"forget": accuracy(outcome.model, TensorSet(fx, fy), device=dev)}
-    if rx is not None:
-        accs["retain"] = accuracy(outcome.model, TensorSet(rx, ry), device=dev)
-    if test is not None:
-        accs["test"] = accuracy(outcome.model, test, device=dev)
-    orig_prov = loaded.metadata.get("provenance", {})
+    accs = inputs.accuracies(outcome.model, dev)
     provenance = {
         **environment(dev),
         "unlearning": {
@@ -554,26 +465,114 @@ def unlearn_checkpoint(
             "seed": seed,
         },
         "original": {"path": str(model), "sha256": loaded.sha256},
-        "data": data_prov,
+        "data": inputs.provenance,
         "data_spec": data,
         "forget_spec": forget,
-        "train_config": orig_prov.get("train_config"),
+        "train_config": loaded.metadata.get("provenance", {}).get("train_config"),
         "accuracy": accs,
     }
-    extra = {}
-    new_state = getattr(outcome, "state", None)
-    if new_state:
-        extra["method_state"] = new_state
     sha = save_checkpoint(
         outcome.model,
         out,
         arch=loaded.arch,
         num_classes=loaded.num_classes or num_classes,
-        input_shape=loaded.input_shape or shape,
+        input_shape=loaded.input_shape or inputs.shape,
         arch_kwargs=loaded.arch_kwargs,
         provenance=provenance,
-        extra=extra,
+        extra={"method_state": outcome.state} if outcome.state else {},
     )
     return UnlearnSummary(
         str(out), sha, outcome.method, outcome.seconds, outcome.touched, outcome.notes, accs
     )
+
+
+@dataclass(frozen=True)
+class _UnlearnInputs:
+    """The data of an unlearning request: forget and retain sets (the retain set may be missing),
+    the test set when the roles came from a data set, and what to record about them."""
+
+    forget: TensorSet
+    retain: TensorSet | None
+    test: TensorSet | None
+    num_classes: int
+    shape: tuple[int, ...]
+    provenance: dict
+    forget_indices: torch.Tensor | None = None
+
+    def unlearn_data(self, num_classes: int):
+        from unlearn_audit.methods import UnlearnData
+
+        rx, ry = (self.retain.x, self.retain.y) if self.retain is not None else (None, None)
+        return UnlearnData(
+            self.forget.x, self.forget.y, rx, ry, num_classes=num_classes, forget_indices=self.forget_indices
+        )
+
+    def accuracies(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """Accuracy on every role present."""
+        accs = {"forget": accuracy(model, self.forget, device=device)}
+        if self.retain is not None:
+            accs["retain"] = accuracy(model, self.retain, device=device)
+        if self.test is not None:
+            accs["test"] = accuracy(model, self.test, device=device)
+        return accs
+
+
+def _unlearn_inputs(
+    data: str | None,
+    forget: str | None,
+    forget_data: str | Path | None,
+    retain_data: str | Path | None,
+    test_data: str | Path | None,
+    *,
+    seed: int,
+    split_seed: int,
+) -> _UnlearnInputs:
+    """The roles from ``--data``/``--forget`` or all three role files, else from a forget file
+    with an optional retain file (the class count is then read off their labels)."""
+    from unlearn_audit.data import load_npz_set
+
+    if data is not None or (forget_data and retain_data and test_data):
+        roles = resolve_roles(
+            data, forget, forget_data, retain_data, test_data, seed=seed, split_seed=split_seed
+        )
+        indices = None
+        if data is not None and roles.forget_indices is not None:
+            indices = torch.as_tensor(roles.forget_indices, dtype=torch.int64)
+        return _UnlearnInputs(
+            roles.forget,
+            roles.retain,
+            roles.test,
+            roles.num_classes,
+            roles.input_shape,
+            roles.provenance,
+            indices,
+        )
+    if forget_data is None:
+        raise ConfigError(
+            "name the data: --data DATA --forget SPEC, or --forget-data F.npz [--retain-data R.npz]"
+        )
+    if forget is not None:
+        raise ConfigError("--forget goes with --data; --forget-data already is the forget set")
+    fset = load_npz_set(forget_data)
+    rset = load_npz_set(retain_data) if retain_data else None
+    num_classes = int(max(int(fset.y.max()), int(rset.y.max()) if rset is not None else 0) + 1)
+    provenance = {"forget_file": str(forget_data), "retain_file": str(retain_data) if retain_data else None}
+    return _UnlearnInputs(fset, rset, None, num_classes, tuple(fset.x.shape[1:]), provenance)
+
+
+def _recorded_state(chosen, loaded: LoadedModel) -> dict:
+    """``{"state": ...}`` for a method that needs the state recorded in training, else nothing.
+
+    Raises:
+        ConfigError: the checkpoint holds no state of that method.
+    """
+    if not getattr(chosen, "needs_state", False):
+        return {}
+    state_name = getattr(chosen, "state_name", chosen.name)
+    state = loaded.metadata.get("extra", {}).get("method_state")
+    if not state or state.get("method") != state_name:
+        raise ConfigError(
+            f"method {chosen.name!r} needs state recorded during training; train the original with "
+            f"`unlearn-audit train --for-method {state_name}`"
+        )
+    return {"state": state}

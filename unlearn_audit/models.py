@@ -1,4 +1,7 @@
-"""Architectures, checkpoints in every accepted format, and model fingerprints.
+"""Checkpoints in every accepted format, and model fingerprints.
+
+The architectures live in :mod:`unlearn_audit.archs`; ``build_model``, ``list_archs`` and
+``register_arch`` are re-exported here for the code that always imported them from this module.
 
 A model file is untrusted input. Nothing here unpickles arbitrary objects:
 
@@ -13,122 +16,40 @@ A file that would need arbitrary code to load is refused with a :class:`ModelErr
 
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import logging
 import pickle
 import re
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from unlearn_audit.archs import build_model, list_archs, register_arch
 from unlearn_audit.data import sha256_file
 from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.fileio import atomic_write_bytes
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "ExportedModule",
+    "LoadedModel",
+    "build_model",
+    "fingerprint_module",
+    "list_archs",
+    "load_model",
+    "register_arch",
+    "resolve_device",
+    "save_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "unlearn-audit-checkpoint"
 CHECKPOINT_VERSION = 1
-
-# --------------------------------------------------------------------------- architectures
-
-_ARCHS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_arch(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _ARCHS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_archs() -> list[str]:
-    return sorted(_ARCHS)
-
-
-def _unknown(kind: str, name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}; available: {', '.join(valid)}{hint}"
-
-
-def build_model(
-    arch: str, *, num_classes: int, input_shape: tuple[int, ...], seed: int | None = None, **kwargs
-) -> nn.Module:
-    """Instantiate a registered architecture (initialised under ``seed`` when given)."""
-    if arch not in _ARCHS:
-        # Some unlearning methods register their own architectures (sisa, bayes_logreg).
-        import unlearn_audit.methods  # noqa: F401
-    if arch not in _ARCHS:
-        raise ConfigError(_unknown("architecture", arch, list_archs()))
-    if len(input_shape) != 3:
-        raise ConfigError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        return _ARCHS[arch](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"architecture {arch!r}: bad arguments {kwargs} ({exc})") from None
-
-
-@register_arch("logreg")
-def _logreg(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    """Multinomial logistic regression on the flattened image."""
-    c, h, w = input_shape
-    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
-
-
-@register_arch("mlp")
-def _mlp(
-    *, num_classes: int, input_shape: tuple[int, int, int], hidden: int = 256, depth: int = 2
-) -> nn.Module:
-    """``depth`` hidden layers of ``hidden`` ReLU units."""
-    c, h, w = input_shape
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = c * h * w
-    for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
-
-
-@register_arch("cnn")
-def _cnn(*, num_classes: int, input_shape: tuple[int, int, int], width: int = 32) -> nn.Module:
-    """A small MNIST CNN: two conv-ReLU-maxpool blocks and a 128-unit head (no BatchNorm)."""
-    c, h, w = input_shape
-    feat = (h // 4) * (w // 4) * 2 * width
-    return nn.Sequential(
-        nn.Conv2d(c, width, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(feat, 128),
-        nn.ReLU(),
-        nn.Linear(128, num_classes),
-    )
-
-
-@register_arch("resnet18")
-def _resnet18(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    """torchvision's ResNet-18 adapted to small images: 3x3 stem, stride 1, no max-pool."""
-    from torchvision.models import resnet18
-
-    model = resnet18(num_classes=num_classes)
-    model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
-    return model
-
 
 # --------------------------------------------------------------------------- loaded models
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError
+from unlearn_audit.torchutil import evaluation_mode, predict_labels
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +166,10 @@ def train_model(
     return TrainResult(tuple(losses), tuple(accs), time.perf_counter() - start, cfg.to_dict())
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: torch.device | str = "cpu"):
     """Predicted labels for ``x`` (model put in eval mode for the pass, its mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    with evaluation_mode(model):
+        return predict_labels(model, x, batch_size=batch_size, device=device)
 
 
 def accuracy(model: nn.Module, data: TensorSet, *, device: torch.device | str = "cpu") -> float:

@@ -29,7 +29,6 @@ __all__ = [
     "SgdRecipe",
     "batches",
     "clone_model",
-    "eval_mode",
     "fit",
     "fit_epochs",
     "frozen_copy",
@@ -130,17 +129,6 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     frozen.eval()
     frozen.requires_grad_(False)
     return frozen
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode inside the block; restore its train flag afterwards, also on errors."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @contextlib.contextmanager

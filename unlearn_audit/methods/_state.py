@@ -1,60 +1,178 @@
 """What the *stateful* methods (SISA, amnesiac, DeltaGrad, MCMC) share.
 
-These methods record state while the original model trains (``train_with_state``) and read it
-back when a request comes: :class:`StatefulMethod` is their ``unlearn(..., state=...)``
-contract. Samples are found again by index or by content: :func:`sample_fingerprints` hashes
-them, :func:`locate_forget` finds the forget samples in the recorded training set,
-:func:`rows_for` finds recorded training samples in the retain set and :func:`mark_removed`
-records which ones are gone. :func:`batch_schedule` replays the batch order of
-:func:`unlearn_audit.training.train_model`; :func:`state_bytes` measures a state.
+These methods record state while the original model trains and read it back when a request
+comes. :class:`StatefulMethod` is their contract: a training hook (:meth:`~StatefulMethod.
+record_training`, run by ``unlearn-audit train --for-method NAME``) that returns a
+:class:`StatefulTraining`, the training recipe the method needs (:meth:`~StatefulMethod.
+training_recipe`), and ``unlearn(..., state=...)``. Samples are found again by index or by
+content: :func:`sample_fingerprints` hashes them, :func:`locate_forget` finds the forget samples
+in the recorded training set, :func:`rows_for` finds recorded training samples in the retain set
+and :func:`mark_removed` records which ones are gone. :func:`batch_schedule` replays the batch
+order of :func:`unlearn_audit.training.train_model`; :func:`state_bytes` measures a state.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from abc import ABCMeta, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from unlearn_audit.archs import ArchSpec
+from unlearn_audit.data import Roles, TensorSet
 from unlearn_audit.errors import ConfigError, DataError
 from unlearn_audit.methods._common import Progress
 from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, UnlearningMethod, UnlearnOutcome
+from unlearn_audit.training import TrainConfig
 
 __all__ = [
     "STATE_VERSION",
     "Located",
+    "RecipeRule",
     "StatefulMethod",
+    "StatefulTraining",
     "batch_schedule",
     "locate_forget",
     "mark_removed",
+    "record_stateful_training",
     "rows_for",
     "sample_fingerprints",
     "state_bytes",
+    "stateful_recipe",
 ]
 
 STATE_VERSION = 1
 
 
-class StatefulMethod(UnlearningMethod):
+@dataclass(frozen=True)
+class StatefulTraining:
+    """What a stateful method's training hook hands back.
+
+    Attributes:
+        model: the trained model in eval mode: the given one trained in place, or the model the
+            method built from it (SISA's ensemble, MCMC's Bayesian logistic regression).
+        state: what unlearning needs later; saved as the checkpoint's ``extra["method_state"]``.
+        recipe: the recipe the training actually followed, recorded as the checkpoint's
+            ``train_config`` (so reference models can be trained the same way).
+        arch: how a checkpoint names ``model``; None when the caller did not name the
+            architecture it gave (then only the caller knows how to rebuild it).
+    """
+
+    model: nn.Module
+    state: dict
+    recipe: TrainConfig
+    arch: ArchSpec | None
+
+    @property
+    def extra(self) -> dict:
+        """The checkpoint's ``extra`` entry."""
+        return {"method_state": self.state}
+
+
+@dataclass(frozen=True)
+class RecipeRule:
+    """A recipe field a method cannot train without: its value and why (a phrase after the name)."""
+
+    value: object
+    why: str
+
+
+class StatefulMethod(UnlearningMethod, metaclass=ABCMeta):
     """A method that needs state recorded while the original model was trained.
 
-    Subclasses implement ``train_with_state`` (called by ``unlearn-audit train --for-method NAME``)
-    and :meth:`_run_stateful`. Their :meth:`unlearn` takes the recorded ``state`` (the checkpoint's
-    ``extra["method_state"]``) and returns an :class:`UnlearnOutcome` whose ``state`` is the
-    updated state to save with the new model, so further requests can follow. The given state is
-    never modified.
+    Subclasses implement :meth:`record_training` and :meth:`_run_stateful`, and say what
+    training recipe they need: ``recipe_defaults`` (fields they train with unless the user sets
+    them) and ``recipe_rules`` (fields they cannot train without). Their :meth:`unlearn` takes the
+    recorded ``state`` (the checkpoint's ``extra["method_state"]``) and returns an
+    :class:`UnlearnOutcome` whose ``state`` is the updated state to save with the new model, so
+    further requests can follow. The given state is never modified.
     """
 
     needs_state: ClassVar[bool] = True
+    recipe_defaults: ClassVar[Mapping[str, object]] = {}
+    recipe_rules: ClassVar[Mapping[str, RecipeRule]] = {}
 
     @property
     def state_name(self) -> str:
         """The ``state["method"]`` this method accepts."""
         return self.name
 
+    # -- training ---------------------------------------------------------------------------------
+    def training_recipe(self, base: TrainConfig, explicit: Mapping[str, object]) -> TrainConfig:
+        """The recipe ``train --for-method`` trains with and records.
+
+        ``base`` (the architecture's defaults), then this method's ``recipe_defaults`` and
+        ``recipe_rules``, then the user's ``explicit`` settings (None values are unset ones).
+
+        Raises:
+            ConfigError: an explicit setting breaks one of the method's ``recipe_rules``.
+        """
+        given = {k: v for k, v in explicit.items() if v is not None}
+        for key, rule in self.recipe_rules.items():
+            if key in given and given[key] != rule.value:
+                raise ConfigError(
+                    f"`train --for-method {self.name}` cannot use {key}={given[key]!r}: {self.name} "
+                    f"{rule.why}; leave {key} unset (the method trains with {key}={rule.value!r})"
+                )
+        fixed = {k: rule.value for k, rule in self.recipe_rules.items()}
+        return replace(base, **{**self.recipe_defaults, **fixed, **given})
+
+    @abstractmethod
+    def record_training(
+        self,
+        model: nn.Module,
+        train_set: TensorSet,
+        cfg: TrainConfig,
+        *,
+        arch: ArchSpec | None = None,
+        sensitive: object | None = None,
+        device: torch.device | str = "cpu",
+        progress: ProgressFn | None = None,
+    ) -> StatefulTraining:
+        """Train on ``train_set`` with the recipe ``cfg`` and record the method's state.
+
+        Args:
+            model: a freshly initialised model of the architecture ``arch``.
+            train_set: the whole training set; indices in the state refer to its rows.
+            cfg: the recipe (normally :meth:`training_recipe`'s).
+            arch: the registry name and arguments of ``model``'s architecture, when known.
+            sensitive: training indices marked for later unlearning (``train --for-method``
+                passes the forget set's); only methods that record per sample use them.
+            device: where to train.
+            progress: ``progress(done, total)`` over the training work.
+        """
+
+    def train_with_state(
+        self,
+        model: nn.Module,
+        train_set: TensorSet,
+        cfg: TrainConfig,
+        *,
+        roles: Roles | None = None,
+        sensitive: object | None = None,
+        arch: str | None = None,
+        arch_kwargs: dict | None = None,
+        device: torch.device | str = "cpu",
+        progress: ProgressFn | None = None,
+    ) -> tuple[nn.Module, dict]:
+        """:meth:`record_training` in the older call shape: returns ``(model, extra)``.
+
+        ``sensitive`` defaults to ``roles.forget_indices``; ``arch`` and ``arch_kwargs`` name
+        ``model``'s architecture.
+        """
+        marked = sensitive if sensitive is not None or roles is None else roles.forget_indices
+        spec = ArchSpec(arch, dict(arch_kwargs or {})) if arch is not None else None
+        result = self.record_training(
+            model, train_set, cfg, arch=spec, sensitive=marked, device=device, progress=progress
+        )
+        return result.model, result.extra
+
+    # -- unlearning -------------------------------------------------------------------------------
     def unlearn(  # type: ignore[override]
         self,
         model: nn.Module,
@@ -74,7 +192,7 @@ class StatefulMethod(UnlearningMethod):
             device: where to run; the returned model lives there.
             seed: seeds whatever randomness the method uses; the caller's RNG is left as it was.
             progress: optional ``progress(done, total)`` callback.
-            state: the state recorded by ``train_with_state`` (or returned by a previous request).
+            state: the state recorded by :meth:`record_training` (or returned by a previous request).
 
         Raises:
             ConfigError: no state, a state of another method or version, or a missing retain set.
@@ -119,6 +237,7 @@ class StatefulMethod(UnlearningMethod):
     ) -> RunResult:
         raise ConfigError(f"method {self.name!r} needs the state recorded during training")
 
+    @abstractmethod
     def _run_stateful(
         self,
         model: nn.Module,
@@ -130,7 +249,56 @@ class StatefulMethod(UnlearningMethod):
         progress: Progress,
     ) -> tuple[RunResult, dict]:
         """The algorithm: returns ``(RunResult, new_state)``; ``model`` is a private copy."""
-        raise NotImplementedError
+
+
+# -- what `train --for-method` runs ------------------------------------------------------------
+
+
+def _records_state(method: object) -> bool:
+    """A method outside :class:`StatefulMethod` that still records state: it says ``needs_state``
+    and has ``train_with_state(model, train_set, cfg, *, roles, device, progress) -> (model, extra)``,
+    the call shape from before the contract was declared."""
+    return bool(getattr(method, "needs_state", False)) and callable(getattr(method, "train_with_state", None))
+
+
+def stateful_recipe(method: object, base: TrainConfig, explicit: Mapping[str, object]) -> TrainConfig:
+    """The recipe ``train --for-method`` uses for ``method``: :meth:`StatefulMethod.training_recipe`,
+    or ``base`` with the ``explicit`` settings for a method that brings no recipe of its own.
+
+    Raises:
+        ConfigError: ``method`` records no training state, or refuses an explicit setting.
+    """
+    if isinstance(method, StatefulMethod):
+        return method.training_recipe(base, explicit)
+    if not _records_state(method):
+        name = getattr(method, "name", type(method).__name__)
+        raise ConfigError(f"method {name!r} needs no training state; train without --for-method")
+    return replace(base, **{k: v for k, v in explicit.items() if v is not None})
+
+
+def record_stateful_training(
+    method: object,
+    model: nn.Module,
+    train_set: TensorSet,
+    cfg: TrainConfig,
+    *,
+    arch: ArchSpec,
+    roles: Roles | None,
+    device: torch.device | str,
+    progress: ProgressFn | None,
+) -> StatefulTraining:
+    """Run ``method``'s training hook as ``train --for-method`` does (the sensitive samples are the
+    forget set's). A method with the older ``train_with_state`` call shape keeps ``model``'s
+    architecture and records ``cfg``."""
+    if isinstance(method, StatefulMethod):
+        sensitive = roles.forget_indices if roles is not None else None
+        return method.record_training(
+            model, train_set, cfg, arch=arch, sensitive=sensitive, device=device, progress=progress
+        )
+    model, extra = method.train_with_state(  # type: ignore[attr-defined]
+        model, train_set, cfg, roles=roles, device=device, progress=progress
+    )
+    return StatefulTraining(model=model, state=extra.get("method_state", {}), recipe=cfg, arch=arch)
 
 
 def sample_fingerprints(x: torch.Tensor, y: torch.Tensor, *, chunk: int = 4096) -> torch.Tensor:

@@ -22,10 +22,10 @@ requests). Both are approximate: later updates depended on the ones taken out.
   remaining steps (1 without momentum). Unlearning adds them back: ``theta <- theta + sum_i rec_i``.
   For plain SGD without weight decay the records of all samples add up exactly to
   ``theta_0 - theta_T``. With dropout, a sample's recorded gradient uses its own dropout mask,
-  not the one of the batch step. Needs SGD training (``--optimizer sgd``) and a model without BatchNorm
-  (per-sample gradients are undefined when a batch's statistics mix samples). Memory: one
-  parameter vector per sensitive sample, stored as float32, float16, or sparsely as its top-k
-  entries by magnitude (float16 values, int32 positions).
+  not the one of the batch step. Needs SGD training (the recipe ``train --for-method`` uses) and
+  a model without BatchNorm (per-sample gradients are undefined when a batch's statistics mix
+  samples). Memory: one parameter vector per sensitive sample, stored as float32, float16, or
+  sparsely as its top-k entries by magnitude (float16 values, int32 positions).
 
 Weight decay is a pull towards zero that belongs to no sample: the per-sample records leave it
 out. Buffers (BatchNorm running statistics) are not recorded by either variant.
@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -45,12 +45,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from unlearn_audit.archs import ArchSpec
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.methods._common import Progress, fit, make_optimizer, n_batches, trainable
 from unlearn_audit.methods._state import (
     STATE_VERSION,
+    RecipeRule,
     StatefulMethod,
+    StatefulTraining,
     batch_schedule,
     locate_forget,
     mark_removed,
@@ -240,32 +243,27 @@ class Amnesiac(_AmnesiacBase):
         "float32", "dtype of the stored batch updates (training time)"
     )
 
-    def train_with_state(
+    def record_training(
         self,
         model: nn.Module,
         train_set: TensorSet,
         cfg: TrainConfig,
         *,
-        roles: object | None = None,
+        arch: ArchSpec | None = None,
+        sensitive: object | None = None,
         device: torch.device | str = "cpu",
         progress: ProgressFn | None = None,
-        sensitive: object | None = None,
-        **_: object,
-    ) -> tuple[nn.Module, dict]:
+    ) -> StatefulTraining:
         """Train ``model`` in place exactly as :func:`unlearn_audit.training.train_model` does, recording
         the update of every batch that holds a sensitive sample.
 
-        Args:
-            roles: the training run's roles; ``roles.forget_indices`` are the sensitive samples.
-            sensitive: the sensitive training indices (overrides ``roles``).
-
-        Returns:
-            ``(model, {"method_state": state})``; the state holds ``deltas`` ``(B_rec, P)``, the
-            global step of each recorded batch, and the sensitive indices each batch held.
+        ``sensitive`` are the training indices that may be unlearned later (``train --for-method``
+        passes the forget set's). The state holds ``deltas`` ``(B_rec, P)``, the global step of
+        each recorded batch, and the sensitive indices each batch held.
         """
         dev = torch.device(device)
         n = len(train_set)
-        marked = sensitive_indices(roles, sensitive, n)
+        marked = sensitive_indices(None, sensitive, n)
         is_sensitive = torch.zeros(n, dtype=torch.bool)
         is_sensitive[torch.from_numpy(marked)] = True
         model.to(dev)
@@ -311,7 +309,7 @@ class Amnesiac(_AmnesiacBase):
             total,
             state_bytes(state["deltas"]) / 1e6,
         )
-        return model, {"method_state": state}
+        return StatefulTraining(model=model, state=state, recipe=cfg, arch=arch)
 
     def _run_stateful(
         self,
@@ -387,8 +385,9 @@ def _require_sensitive(forget: np.ndarray, sensitive: np.ndarray, name: str) -> 
 class AmnesiacPerSample(_AmnesiacBase):
     """Per-sample amnesiac (Marincione 2024): add back each forget sample's recorded SGD contributions.
 
-    Train with ``unlearn-audit train --for-method amnesiac_per_sample --forget SPEC --optimizer sgd``:
-    for every sensitive sample the sum of its own weight updates is kept (see the module doc).
+    Train with ``unlearn-audit train --for-method amnesiac_per_sample --forget SPEC``: for every
+    sensitive sample the sum of its own weight updates is kept (see the module doc). The method
+    trains with SGD (lr 0.05 unless ``--lr`` says otherwise, momentum 0.9) and refuses Adam.
 
     Hyperparameters:
         storage: float32, float16 (dense) or topk (sparse: top ``topk_fraction`` entries by
@@ -398,6 +397,13 @@ class AmnesiacPerSample(_AmnesiacBase):
 
     Reads: forget (to locate it); retain only when repairing. Approximate.
     """
+
+    recipe_defaults: ClassVar[Mapping[str, object]] = {"lr": 0.05}
+    recipe_rules: ClassVar[Mapping[str, RecipeRule]] = {
+        "optimizer": RecipeRule(
+            "sgd", "needs SGD training (per-sample contributions of Adam steps are not additive)"
+        )
+    }
 
     storage: Literal["float32", "float16", "topk"] = param(
         "float16", "how per-sample records are stored: float32, float16 or topk (training time)"
@@ -411,18 +417,17 @@ class AmnesiacPerSample(_AmnesiacBase):
         if not 0 < self.topk_fraction <= 1:
             raise self._bad("topk_fraction", "in (0, 1]")
 
-    def train_with_state(
+    def record_training(
         self,
         model: nn.Module,
         train_set: TensorSet,
         cfg: TrainConfig,
         *,
-        roles: object | None = None,
+        arch: ArchSpec | None = None,
+        sensitive: object | None = None,
         device: torch.device | str = "cpu",
         progress: ProgressFn | None = None,
-        sensitive: object | None = None,
-        **_: object,
-    ) -> tuple[nn.Module, dict]:
+    ) -> StatefulTraining:
         """Train ``model`` in place (as ``train_model`` does) with SGD, recording per-sample contributions.
 
         Raises:
@@ -445,7 +450,7 @@ class AmnesiacPerSample(_AmnesiacBase):
             )
         dev = torch.device(device)
         n = len(train_set)
-        marked = sensitive_indices(roles, sensitive, n)
+        marked = sensitive_indices(None, sensitive, n)
         slot = torch.full((n,), -1, dtype=torch.long)
         slot[torch.from_numpy(marked)] = torch.arange(len(marked))
         model.to(dev)
@@ -487,7 +492,7 @@ class AmnesiacPerSample(_AmnesiacBase):
             **_compress(records.cpu(), self.storage, self.topk_fraction),
             "model_sha256": fingerprint_module(model),
         }
-        return model, {"method_state": state}
+        return StatefulTraining(model=model, state=state, recipe=cfg, arch=arch)
 
     def _run_stateful(
         self,

@@ -14,7 +14,6 @@ from torch import nn
 from unlearn_audit.errors import ConfigError, DataError
 from unlearn_audit.methods._common import (
     Progress,
-    eval_mode,
     fit_epochs,
     frozen_copy,
     model_dtype,
@@ -24,6 +23,7 @@ from unlearn_audit.methods._common import (
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.registry import register_method
 from unlearn_audit.methods.salun import saliency_mask
+from unlearn_audit.torchutil import evaluation_mode
 
 __all__ = ["AdversarialSet", "Amun", "AmunSalun", "build_adversarial_set"]
 
@@ -120,7 +120,7 @@ def build_adversarial_set(
     dtype = model_dtype(model)
     rounds = max_doublings + 1
     xs, ys, epss, succ = [], [], [], []
-    with eval_mode(model):
+    with evaluation_mode(model):
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size].to(device=dev, dtype=dtype)
             yb = y[start : start + batch_size].to(dev)

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from unlearn_audit.errors import ConfigError, DataError, ModelError
-from unlearn_audit.methods._common import Progress, clone_model, eval_mode, model_dtype, seeded
+from unlearn_audit.methods._common import Progress, clone_model, model_dtype, seeded
+from unlearn_audit.torchutil import evaluation_mode
 
 __all__ = ["UnlearnData", "UnlearnOutcome", "UnlearningMethod", "RunResult", "param", "ProgressFn"]
 
@@ -357,7 +358,7 @@ class UnlearningMethod:
 
 def _check_outputs(model: nn.Module, data: UnlearnData, device: torch.device) -> None:
     """Fail early, with a clear message, if the model cannot classify the data (shape or class count)."""
-    with eval_mode(model):
+    with evaluation_mode(model):
         try:
             with torch.no_grad():
                 out = model(data.forget_x[:2].to(device=device, dtype=model_dtype(model)))

@@ -1,6 +1,6 @@
 """DeltaGrad (Wu, Dobriban, Davidson, ICML 2020): fast retraining from a cached GD trajectory.
 
-Training (``train_with_state``) runs plain (mini-)batch gradient descent on
+Training (``record_training``) runs plain (mini-)batch gradient descent on
 
     F_B(w) = mean_{i in B} l_i(w) + (l2 / 2) * ||w||^2        (l_i: cross-entropy)
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -41,12 +41,15 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from unlearn_audit.archs import ArchSpec
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError, ModelError
-from unlearn_audit.methods._common import Progress, eval_mode
+from unlearn_audit.methods._common import Progress
 from unlearn_audit.methods._state import (
     STATE_VERSION,
+    RecipeRule,
     StatefulMethod,
+    StatefulTraining,
     batch_schedule,
     locate_forget,
     mark_removed,
@@ -55,11 +58,15 @@ from unlearn_audit.methods._state import (
 )
 from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
 from unlearn_audit.methods.registry import register_method
+from unlearn_audit.torchutil import evaluation_mode
 from unlearn_audit.training import TrainConfig
 
-__all__ = ["DeltaGrad", "ReplayResult", "batch_schedule", "deltagrad_replay", "lbfgs_hvp"]
+__all__ = ["FULL_BATCH", "DeltaGrad", "ReplayResult", "batch_schedule", "deltagrad_replay", "lbfgs_hvp"]
 
 logger = logging.getLogger(__name__)
+
+FULL_BATCH = 2**31 - 1
+"""The recipe's batch size for full-batch GD: larger than any training set (capped at its size)."""
 
 
 def lbfgs_hvp(s: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -132,6 +139,100 @@ class ReplayResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """One replayed step's samples: the kept and deleted rows of the original batch (samples
+    removed by earlier requests dropped) and the added samples that join it."""
+
+    keep: torch.Tensor
+    dele: torch.Tensor
+    add: torch.Tensor
+
+    @property
+    def size_old(self) -> int:
+        return len(self.keep) + len(self.dele)
+
+    @property
+    def size_new(self) -> int:
+        return len(self.keep) + len(self.add)
+
+
+class _Pairs:
+    """The L-BFGS history: the newest ``size`` curvature pairs ``(s, y)`` with ``s^T y > 0``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.s: list[torch.Tensor] = []
+        self.y: list[torch.Tensor] = []
+
+    def add(self, s_vec: torch.Tensor, y_vec: torch.Tensor) -> None:
+        if float(s_vec @ y_vec) > 1e-10 * float(s_vec @ s_vec) and float(s_vec @ s_vec) > 0:
+            self.s.append(s_vec)
+            self.y.append(y_vec)
+            if len(self.s) > self.size:
+                self.s.pop(0)
+                self.y.pop(0)
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        return lbfgs_hvp(torch.stack(self.s), torch.stack(self.y), v)
+
+
+class _Replay:
+    """What one replay reads: the objective, the cached run, the samples and what changes."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        state: dict,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        deleted: np.ndarray,
+        added: tuple[torch.Tensor, torch.Tensor] | None,
+        device: torch.device,
+    ) -> None:
+        self.obj = _Objective(model)
+        n = int(state["n"])
+        self.l2 = float(state["l2"])
+        self.schedule = batch_schedule(n, int(state["batch_size"]), int(state["epochs"]), int(state["seed"]))
+        self.per_epoch = len(self.schedule) // max(1, int(state["epochs"]))
+        self.gone = state["removed"].numpy().astype(bool)
+        self.is_deleted = np.zeros(n, dtype=bool)
+        self.is_deleted[deleted] = True
+        self.x, self.y = x.to(device), y.to(device)
+        self.added = (added[0].to(device), added[1].to(device)) if added else None
+        self.device = device
+
+    def batch(self, t: int) -> _Batch:
+        """Step ``t``'s samples: added sample ``j`` joins batch ``j mod b`` of every epoch."""
+        idx = self.schedule[t].numpy()
+        idx = idx[~self.gone[idx]]
+        n_add = 0 if self.added is None else len(self.added[1])
+        dev = self.device
+        return _Batch(
+            keep=torch.as_tensor(idx[~self.is_deleted[idx]], device=dev),
+            dele=torch.as_tensor(idx[self.is_deleted[idx]], device=dev),
+            add=torch.arange(t % self.per_epoch, n_add, self.per_epoch, device=dev)
+            if n_add and self.per_epoch > 1
+            else torch.arange(n_add, device=dev),
+        )
+
+    def grad_sum(self, w: torch.Tensor, rows: torch.Tensor, *, added: bool = False) -> torch.Tensor:
+        """``sum_i grad l_i(w)`` over training samples ``rows`` (or added samples)."""
+        if not len(rows):
+            return torch.zeros_like(w)
+        x, y = self.added if added else (self.x, self.y)  # type: ignore[misc]
+        return self.obj.grad_sum(w, x[rows], y[rows])
+
+    def exact_gradient(
+        self, w: torch.Tensor, b: _Batch, sum_del: torch.Tensor, sum_add: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The new batch's gradient at ``w`` and the original batch's, both computed exactly."""
+        sum_keep = self.grad_sum(w, b.keep)
+        full = (sum_keep + sum_del) / b.size_old + self.l2 * w if b.size_old else torch.zeros_like(w)
+        return (sum_keep + sum_add) / b.size_new + self.l2 * w, full
+
+
 def deltagrad_replay(
     model: nn.Module,
     state: dict,
@@ -164,67 +265,33 @@ def deltagrad_replay(
     """
     dev = torch.device(device)
     start = time.perf_counter()
-    obj = _Objective(model)
-    n = int(state["n"])
+    added = (added_x, added_y) if added_y is not None and len(added_y) else None
+    replay = _Replay(model, state, x, y, deleted=deleted, added=added, device=dev)  # type: ignore[arg-type]
     lr, l2 = float(state["lr"]), float(state["l2"])
-    schedule = batch_schedule(n, int(state["batch_size"]), int(state["epochs"]), int(state["seed"]))
-    per_epoch = len(schedule) // max(1, int(state["epochs"]))
-    gone = state["removed"].numpy().astype(bool)
-    is_deleted = np.zeros(n, dtype=bool)
-    is_deleted[deleted] = True
     weights, grads = state["weights"], state["grads"]
     w = weights[0].to(dev).clone()
-    x, y = x.to(dev), y.to(dev)
-    n_add = 0 if added_y is None else len(added_y)
-    if n_add:
-        assert added_x is not None and added_y is not None
-        added_x, added_y = added_x.to(dev), added_y.to(dev)
-    new_w = [w.detach().cpu().clone()]
-    new_g: list[torch.Tensor] = []
-    pairs_s: list[torch.Tensor] = []
-    pairs_y: list[torch.Tensor] = []
+    new_w, new_g = [w.detach().cpu().clone()], []
+    pairs = _Pairs(history)
     exact_steps = approx_steps = 0
-    for t, batch in enumerate(schedule):
-        idx = batch.numpy()
-        idx = idx[~gone[idx]]
-        dele = torch.as_tensor(idx[is_deleted[idx]], device=dev)
-        keep = torch.as_tensor(idx[~is_deleted[idx]], device=dev)
-        add = (
-            torch.arange(t % per_epoch, n_add, per_epoch, device=dev)
-            if n_add and per_epoch > 1
-            else torch.arange(n_add, device=dev)
-        )
-        size_old, size_new = len(idx), len(keep) + len(add)
-        if size_new == 0:
-            new_w.append(w.detach().cpu().clone())
-            new_g.append(torch.zeros_like(w).cpu())
-            if progress is not None:
-                progress()
-            continue
-        w_t, g_t = weights[t].to(dev), grads[t].to(dev)
-        sum_del = obj.grad_sum(w, x[dele], y[dele]) if len(dele) else torch.zeros_like(w)
-        sum_add = obj.grad_sum(w, added_x[add], added_y[add]) if len(add) else torch.zeros_like(w)  # type: ignore[index]
-        use_exact = exact or t < init or (t - init) % period == 0 or not pairs_s or size_old == 0
-        if use_exact:
-            sum_keep = obj.grad_sum(w, x[keep], y[keep]) if len(keep) else torch.zeros_like(w)
-            g_new = (sum_keep + sum_add) / size_new + l2 * w
-            if size_old and not exact:
-                full = (sum_keep + sum_del) / size_old + l2 * w
-                s_vec, y_vec = w - w_t, full - g_t
-                if float(s_vec @ y_vec) > 1e-10 * float(s_vec @ s_vec) and float(s_vec @ s_vec) > 0:
-                    pairs_s.append(s_vec)
-                    pairs_y.append(y_vec)
-                    if len(pairs_s) > history:
-                        pairs_s.pop(0)
-                        pairs_y.pop(0)
-            exact_steps += 1
+    for t in range(len(replay.schedule)):
+        b = replay.batch(t)
+        if b.size_new == 0:
+            g_new = torch.zeros_like(w)
         else:
-            approx_full = g_t + lbfgs_hvp(torch.stack(pairs_s), torch.stack(pairs_y), w - w_t)
-            data_mean = approx_full - l2 * w
-            g_new = (size_old * data_mean - sum_del + sum_add) / size_new + l2 * w
-            approx_steps += 1
+            w_t, g_t = weights[t].to(dev), grads[t].to(dev)
+            sum_del = replay.grad_sum(w, b.dele)
+            sum_add = replay.grad_sum(w, b.add, added=True)
+            if exact or t < init or (t - init) % period == 0 or not pairs.s or b.size_old == 0:
+                g_new, full = replay.exact_gradient(w, b, sum_del, sum_add)
+                if b.size_old and not exact:
+                    pairs.add(w - w_t, full - g_t)
+                exact_steps += 1
+            else:
+                data_mean = g_t + pairs.hvp(w - w_t) - l2 * w
+                g_new = (b.size_old * data_mean - sum_del + sum_add) / b.size_new + l2 * w
+                approx_steps += 1
+            w = w - lr * g_new
         new_g.append(g_new.detach().cpu().clone())
-        w = w - lr * g_new
         new_w.append(w.detach().cpu().clone())
         if progress is not None:
             progress()
@@ -242,10 +309,11 @@ def deltagrad_replay(
 class DeltaGrad(StatefulMethod):
     """DeltaGrad (Wu et al. 2020): replay the cached GD run with L-BFGS-approximated gradients.
 
-    Train with ``unlearn-audit train --arch logreg --for-method deltagrad --lr 0.1 --epochs 200
-    --batch-size 100000 [--set l2=1e-3]`` (full-batch GD; any batch size gives mini-batch GD with
-    a fixed schedule). Every iterate and gradient is cached (``2 T d`` floats). Unlearning needs
-    the forget set and the retain set (exact steps read the remaining samples of each batch).
+    Train with ``unlearn-audit train --arch logreg --for-method deltagrad [--set l2=1e-3]``: the
+    method's recipe is full-batch GD, lr 0.1, 200 epochs (``--lr``, ``--epochs`` and
+    ``--batch-size`` change it; a smaller batch size gives mini-batch GD with a fixed schedule).
+    Every iterate and gradient is cached (``2 T d`` floats). Unlearning needs the forget set and
+    the retain set (exact steps read the remaining samples of each batch).
 
     Hyperparameters:
         period: T0, an exact gradient every ``period`` steps after the warm-up (5).
@@ -258,6 +326,14 @@ class DeltaGrad(StatefulMethod):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"forget", "retain"})
+    recipe_defaults: ClassVar[Mapping[str, object]] = {"lr": 0.1, "epochs": 200, "batch_size": FULL_BATCH}
+    recipe_rules: ClassVar[Mapping[str, RecipeRule]] = {
+        "optimizer": RecipeRule("sgd", "replays plain gradient descent"),
+        "momentum": RecipeRule(0.0, "replays plain gradient descent"),
+        "adversarial": RecipeRule(
+            None, "replays plain gradient descent; adversarial training is not supported"
+        ),
+    }
 
     period: int = param(5, "T0: an exact gradient every `period` steps after the warm-up")
     init: int = param(20, "j0: warm-up steps with exact gradients")
@@ -274,19 +350,22 @@ class DeltaGrad(StatefulMethod):
         if self.l2 < 0:
             raise self._bad("l2", ">= 0")
 
-    def train_with_state(
+    def record_training(
         self,
         model: nn.Module,
         train_set: TensorSet,
         cfg: TrainConfig,
         *,
-        roles: object | None = None,
+        arch: ArchSpec | None = None,
+        sensitive: object | None = None,
         device: torch.device | str = "cpu",
         progress: ProgressFn | None = None,
-        **_: object,
-    ) -> tuple[nn.Module, dict]:
+    ) -> StatefulTraining:
         """Train ``model`` in place by plain GD (``cfg.lr``, ``cfg.epochs``, ``cfg.batch_size``,
         ``cfg.seed``; ``l2`` from this method) and cache the trajectory.
+
+        The result's recipe is the GD run as SGD without momentum, with weight decay ``l2`` and
+        the batch size capped at the training set's size.
 
         Raises:
             ConfigError: adversarial training was requested (DeltaGrad replays plain GD).
@@ -303,13 +382,42 @@ class DeltaGrad(StatefulMethod):
                 cfg.optimizer,
                 cfg.momentum,
             )
-        dev = torch.device(device)
+        n = len(train_set)
+        gd = replace(
+            cfg, optimizer="sgd", momentum=0.0, weight_decay=self.l2, batch_size=min(cfg.batch_size, n)
+        )
+        weights, grads = self._descend(model, train_set, gd, torch.device(device), progress)
+        state = {
+            "method": "deltagrad",
+            "version": STATE_VERSION,
+            "n": n,
+            "lr": float(gd.lr),
+            "l2": float(self.l2),
+            "batch_size": gd.batch_size,
+            "epochs": int(gd.epochs),
+            "seed": int(gd.seed),
+            "train_config": gd.to_dict(),
+            "fingerprints": sample_fingerprints(train_set.x, train_set.y),
+            "removed": torch.zeros(n, dtype=torch.bool),
+            "weights": weights,
+            "grads": grads,
+        }
+        return StatefulTraining(model=model, state=state, recipe=gd, arch=arch)
+
+    def _descend(
+        self,
+        model: nn.Module,
+        train_set: TensorSet,
+        gd: TrainConfig,
+        dev: torch.device,
+        progress: ProgressFn | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run GD on ``model`` in place (in eval mode, so every gradient is deterministic); returns
+        every iterate ``(T + 1, d)`` and gradient ``(T, d)``. ``model`` ends in eval mode."""
         model.to(dev)
-        with eval_mode(model):
+        with evaluation_mode(model):
             obj = _Objective(model)
-            n = len(train_set)
-            bs = min(cfg.batch_size, n)
-            schedule = batch_schedule(n, bs, cfg.epochs, cfg.seed)
+            schedule = batch_schedule(len(train_set), gd.batch_size, gd.epochs, gd.seed)
             x, y = train_set.x.to(dev), train_set.y.to(dev)
             w = parameters_to_vector(model.parameters()).detach().clone()
             ws, gs = [w.cpu().clone()], []
@@ -317,28 +425,13 @@ class DeltaGrad(StatefulMethod):
                 b = batch.to(dev)
                 g = obj.grad_sum(w, x[b], y[b]) / len(b) + self.l2 * w
                 gs.append(g.cpu().clone())
-                w = w - cfg.lr * g
+                w = w - gd.lr * g
                 ws.append(w.cpu().clone())
                 if progress is not None:
                     progress(t + 1, len(schedule))
             vector_to_parameters(w, model.parameters())
         model.eval()
-        state = {
-            "method": "deltagrad",
-            "version": STATE_VERSION,
-            "n": n,
-            "lr": float(cfg.lr),
-            "l2": float(self.l2),
-            "batch_size": bs,
-            "epochs": int(cfg.epochs),
-            "seed": int(cfg.seed),
-            "train_config": replace(cfg, optimizer="sgd", momentum=0.0).to_dict(),
-            "fingerprints": sample_fingerprints(train_set.x, train_set.y),
-            "removed": torch.zeros(n, dtype=torch.bool),
-            "weights": torch.stack(ws),
-            "grads": torch.stack(gs),
-        }
-        return model, {"method_state": state}
+        return torch.stack(ws), torch.stack(gs)
 
     def _run_stateful(
         self,
@@ -375,7 +468,7 @@ class DeltaGrad(StatefulMethod):
         y[torch.from_numpy(deleted)] = data.forget_y[frows]
         total = len(state["grads"])
         progress.add_total(total)
-        with eval_mode(model):
+        with evaluation_mode(model):
             result = deltagrad_replay(
                 model,
                 state,

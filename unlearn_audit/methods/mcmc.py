@@ -9,7 +9,7 @@ mass matrix adapted during warm-up) from ``q(theta) ∝ exp(h(theta) / T)``, whe
 the target, which widens the candidate set so that it still covers the posterior after large
 deletions (the "enlarged candidate set" of the replication ``hansaja1119/MCMC``).
 
-The classifier is a :class:`BayesLogReg` (registered architecture ``bayes_logreg``): it holds
+The classifier is a :class:`~unlearn_audit.archs.BayesLogReg` (architecture ``bayes_logreg``): it holds
 the samples and a normalised log-weight per sample, and ``forward`` returns the log posterior
 predictive ``log sum_k w_k softmax(W_k x + b_k)``, a valid logit vector for every metric.
 
@@ -36,30 +36,31 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_audit.archs import ArchSpec, BayesLogReg
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError, DataError, ModelError
-from unlearn_audit.methods._common import Progress, eval_mode
+from unlearn_audit.methods._common import Progress
+from unlearn_audit.methods._hmc import HmcResult, hmc
 from unlearn_audit.methods._state import (
     STATE_VERSION,
+    RecipeRule,
     StatefulMethod,
+    StatefulTraining,
     locate_forget,
     mark_removed,
     sample_fingerprints,
 )
 from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
 from unlearn_audit.methods.registry import register_method
-from unlearn_audit.models import register_arch
+from unlearn_audit.torchutil import evaluation_mode
 from unlearn_audit.training import TrainConfig
 
 __all__ = [
@@ -76,162 +77,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# =========================================================================== sampler
-
-
-@dataclass(frozen=True)
-class HmcResult:
-    """Samples ``(chains * num_samples, d)`` (chain-major), mean acceptance, final step size."""
-
-    samples: torch.Tensor
-    accept_rate: float
-    step_size: float
-    seconds: float
-
-
-def hmc(
-    log_prob: Callable[[torch.Tensor], torch.Tensor],
-    init: torch.Tensor,
-    *,
-    num_samples: int,
-    warmup: int,
-    leapfrog_steps: int = 10,
-    step_size: float = 0.05,
-    target_accept: float = 0.8,
-    generator: torch.Generator | None = None,
-    progress: Callable[[], None] | None = None,
-) -> HmcResult:
-    """Hamiltonian Monte Carlo (Neal 2011) with parallel chains.
-
-    Warm-up: the log step size follows a Robbins-Monro update towards ``target_accept``
-    (``log eps += (accept - target) / (i + 10)^0.6``); at the middle of warm-up the inverse mass
-    matrix becomes the per-coordinate variance of the second quarter's draws (diagonal metric)
-    and the step size adaptation restarts. After warm-up the step size is fixed to the mean of
-    the last quarter's log step sizes, jittered by ±10% per iteration.
-
-    Args:
-        log_prob: ``(chains, d) -> (chains,)``, differentiable (unnormalised log density).
-        init: ``(chains, d)`` starting points.
-        num_samples: kept draws per chain.
-        warmup: adaptation iterations per chain (discarded).
-        leapfrog_steps: L, leapfrog steps per iteration (10).
-        step_size: initial step size (0.05).
-        target_accept: acceptance rate targeted during warm-up (0.8).
-        generator: CPU generator for momenta, jitter and accept decisions.
-        progress: called after each iteration.
-    """
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    q = init.detach().clone()
-    chains, d = q.shape
-    dtype, dev = q.dtype, q.device
-    inv_mass = torch.ones(d, dtype=dtype, device=dev)
-    log_eps = math.log(step_size)
-    log_eps_trace: list[float] = []
-    window: list[torch.Tensor] = []
-    kept: list[torch.Tensor] = []
-    accepted = 0.0
-
-    def value_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = z.detach().requires_grad_(True)
-        lp = log_prob(z)
-        (g,) = torch.autograd.grad(lp.sum(), z)
-        return lp.detach(), g.detach()
-
-    lp, g = value_and_grad(q)
-    adapt_t = 0
-    for it in range(warmup + num_samples):
-        eps = math.exp(log_eps)
-        if it >= warmup:
-            eps *= 1.0 + 0.1 * (2 * float(torch.rand((), generator=gen)) - 1)
-        p0 = torch.randn(chains, d, generator=gen, dtype=dtype).to(dev) / inv_mass.sqrt()
-        z, pz, gz = q, p0 + 0.5 * eps * g, g
-        lpz = lp
-        for step in range(leapfrog_steps):
-            z = z + eps * inv_mass * pz
-            lpz, gz = value_and_grad(z)
-            pz = pz + (eps if step < leapfrog_steps - 1 else 0.5 * eps) * gz
-        h0 = lp - 0.5 * (inv_mass * p0 * p0).sum(1)
-        h1 = lpz - 0.5 * (inv_mass * pz * pz).sum(1)
-        log_accept = torch.nan_to_num(h1 - h0, nan=-math.inf).clamp(max=0.0)
-        accept_prob = log_accept.exp()
-        u = torch.rand(chains, generator=gen, dtype=dtype).to(dev)
-        take = u < accept_prob
-        q = torch.where(take[:, None], z, q)
-        lp = torch.where(take, lpz, lp)
-        g = torch.where(take[:, None], gz, g)
-        if it < warmup:
-            adapt_t += 1
-            log_eps += (float(accept_prob.mean()) - target_accept) / (adapt_t + 10) ** 0.6
-            log_eps_trace.append(log_eps)
-            if warmup // 4 <= it < warmup // 2:
-                window.append(q.clone())
-            if it == warmup // 2 - 1 and len(window) >= 4:
-                draws = torch.cat(window)
-                inv_mass = draws.var(dim=0).clamp(min=1e-8)
-                inv_mass = inv_mass / inv_mass.mean().clamp(min=1e-12)  # keep the step size's scale
-                adapt_t = 0
-            if it == warmup - 1:
-                tail = log_eps_trace[-max(1, warmup // 4) :]
-                log_eps = float(np.mean(tail))
-        else:
-            kept.append(q.clone())
-            accepted += float(take.double().mean())
-        if progress is not None:
-            progress()
-    samples = torch.stack(kept, dim=1).reshape(chains * num_samples, d) if kept else q.new_zeros(0, d)
-    return HmcResult(
-        samples=samples,
-        accept_rate=accepted / max(1, num_samples),
-        step_size=math.exp(log_eps),
-        seconds=time.perf_counter() - start,
-    )
-
-
-# =========================================================================== the model
-
-
-class BayesLogReg(nn.Module):
-    """Posterior samples of a multinomial logistic regression, used as one classifier.
-
-    Attributes:
-        samples: ``(K, C, D + 1)`` (weights then bias), a frozen ``nn.Parameter``.
-        log_weights: ``(K,)`` buffer, normalised log importance weights.
-
-    ``forward(x)`` flattens ``x`` to ``(N, D)`` and returns ``log sum_k w_k softmax(W_k x + b_k)``
-    ``(N, C)``.
-    """
-
-    def __init__(self, num_features: int, num_classes: int, num_samples: int) -> None:
-        super().__init__()
-        self.samples = nn.Parameter(
-            torch.zeros(num_samples, num_classes, num_features + 1), requires_grad=False
-        )
-        self.register_buffer("log_weights", torch.full((num_samples,), -math.log(num_samples)))
-        self.arch_name = "bayes_logreg"
-        self.arch_kwargs = {"num_samples": num_samples}
-
-    def sample_log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """``log softmax(W_k x + b_k)`` for every sample: ``(K, N, C)``."""
-        xf = x.flatten(1).to(self.samples.dtype)
-        w, b = self.samples[..., :-1], self.samples[..., -1]
-        return F.log_softmax(torch.einsum("nd,kcd->knc", xf, w) + b[:, None, :], dim=-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lw = F.log_softmax(self.log_weights, dim=0)
-        outs = []
-        for start in range(0, max(1, x.shape[0]), 1024):
-            lp = self.sample_log_probs(x[start : start + 1024])
-            outs.append(torch.logsumexp(lp + lw[:, None, None], dim=0))
-        return torch.cat(outs)
-
-
-@register_arch("bayes_logreg")
-def _bayes_logreg_arch(
-    *, num_classes: int, input_shape: tuple[int, int, int], num_samples: int = 500
-) -> nn.Module:
-    """Bayesian logistic regression as ``num_samples`` posterior samples (see :class:`BayesLogReg`)."""
-    return BayesLogReg(int(np.prod(input_shape)), num_classes, num_samples)
+# =========================================================================== likelihoods and the fit
 
 
 def _loglik_batched(theta: torch.Tensor, x1: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -363,7 +209,8 @@ class McmcUnlearn(StatefulMethod):
 
     Train with ``unlearn-audit train --arch logreg --for-method mcmc_unlearn [--set num_samples=500]``:
     HMC draws the candidate set for a Bayesian logistic regression; the checkpoint holds a
-    :class:`BayesLogReg` and the per-example log-likelihoods. Unlearning is exact in the limit of
+    :class:`BayesLogReg` and the per-example log-likelihoods. Only the recipe's seed applies
+    (adversarial training is refused). Unlearning is exact in the limit of
     many samples and reads only the forget set.
 
     Hyperparameters (all but ``min_ess`` apply at training time):
@@ -380,6 +227,9 @@ class McmcUnlearn(StatefulMethod):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"forget"})
+    recipe_rules: ClassVar[Mapping[str, RecipeRule]] = {
+        "adversarial": RecipeRule(None, "samples a posterior by HMC, which has no adversarial variant")
+    }
 
     num_samples: int = param(500, "K: posterior samples kept (training time)")
     chains: int = param(4, "parallel HMC chains (training time)")
@@ -404,31 +254,28 @@ class McmcUnlearn(StatefulMethod):
         if not 0 <= self.min_ess <= 1:
             raise self._bad("min_ess", "in [0, 1]")
 
-    def train_with_state(
+    def record_training(
         self,
         model: nn.Module,
         train_set: TensorSet,
         cfg: TrainConfig,
         *,
-        roles: object | None = None,
+        arch: ArchSpec | None = None,
+        sensitive: object | None = None,
         device: torch.device | str = "cpu",
         progress: ProgressFn | None = None,
-        **_: object,
-    ) -> tuple[BayesLogReg, dict]:
+    ) -> StatefulTraining:
         """Sample the candidate set for ``train_set`` (``model`` only gives the class count).
 
-        ``cfg.seed`` seeds the sampler; the other recipe fields do not apply.
-
-        Returns:
-            ``(BayesLogReg, {"method_state": state})``.
+        ``cfg.seed`` seeds the sampler; the other recipe fields do not apply. The result's model
+        is a :class:`BayesLogReg`, whatever ``arch`` was given.
         """
         x, y = train_set.x, train_set.y
-        with eval_mode(model), torch.no_grad():
+        with evaluation_mode(model), torch.no_grad():
             probe = model.to(device)(x[:1].to(device))
         num_classes = max(int(probe.shape[1]), int(y.max()) + 1)
-        total = self.warmup + self.num_samples // self.chains
         prog = Progress(progress)
-        prog.add_total(total)
+        prog.add_total(self.warmup + self.num_samples // self.chains)
         bayes, info = fit_bayes_logreg(
             x,
             y,
@@ -465,7 +312,7 @@ class McmcUnlearn(StatefulMethod):
             "log_q": log_q,
             "samples_sha256": _samples_sha(bayes),
         }
-        return bayes, {"method_state": state}
+        return StatefulTraining(model=bayes, state=state, recipe=cfg, arch=bayes.spec)
 
     def _run_stateful(
         self,
@@ -565,7 +412,7 @@ def identify_causes(
     """Score training examples by how much fitting the failure set ``F`` lowers their likelihood.
 
     Args:
-        model: the posterior ``p(theta | D)`` as weighted samples (e.g. from ``train_with_state``).
+        model: the posterior ``p(theta | D)`` as weighted samples (e.g. from ``record_training``).
         train_x, train_y: the training set D ``(N, ...)``, ``(N,)``.
         failure_x, failure_y: the failure cases F with their *correct* labels.
         update: ``resample``: HMC on ``D ∪ F`` (same prior, K samples, the given sampler settings);

@@ -13,7 +13,6 @@ from unlearn_audit.methods._common import (
     ParamMask,
     Progress,
     batches,
-    eval_mode,
     fit_epochs,
     model_dtype,
     n_batches,
@@ -22,6 +21,7 @@ from unlearn_audit.methods._common import (
 from unlearn_audit.methods.base import RunResult, UnlearnData, UnlearningMethod, param
 from unlearn_audit.methods.random_label import relabelled_mix
 from unlearn_audit.methods.registry import register_method
+from unlearn_audit.torchutil import evaluation_mode
 
 
 def saliency_mask(
@@ -44,7 +44,7 @@ def saliency_mask(
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     grads = {name: torch.zeros_like(p) for name, p in params.items()}
     dtype = model_dtype(model)
-    with eval_mode(model):
+    with evaluation_mode(model):
         for idx in batches(len(x), batch_size, shuffle=False):
             xb = x[idx.to(x.device)].to(device=device, dtype=dtype)
             yb = y[idx.to(y.device)].to(device)

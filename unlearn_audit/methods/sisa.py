@@ -6,7 +6,7 @@ The pieces every *stateful* method shares (SISA, amnesiac, DeltaGrad, MCMC) live
 :func:`locate_forget` (finding forget samples in the recorded training set by index or by
 content) and :func:`rows_for` (finding training samples in the retain set).
 
-Training (``train_with_state``) splits the training set into ``S`` disjoint shards and each
+Training (``record_training``) splits the training set into ``S`` disjoint shards and each
 shard into ``R`` slices, and trains one isolated model per shard, slice by slice: slice ``r``
 trains on slices ``0..r`` of the shard (cumulative) for ``max(1, round(2E/(R+1)))`` epochs with a
 fresh optimizer, starting from the model after slice ``r - 1``; a checkpoint is kept before the
@@ -23,7 +23,7 @@ Every random choice is seeded from the recipe's seed through :func:`sisa_seed`:
 cumulative training set of slice ``r`` lists the shard's remaining samples with slice <= ``r`` in
 increasing training-index order.
 
-The aggregate is a :class:`SisaEnsemble` (registered architecture ``sisa``) whose ``forward``
+The aggregate is a :class:`~unlearn_audit.archs.SisaEnsemble` (architecture ``sisa``) whose ``forward``
 returns log-probabilities, so every metric and attack can treat it as a classifier:
 
 * ``aggregation="vote"`` (the paper's): majority vote of the shards' argmax, ties broken by the
@@ -38,21 +38,22 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from unlearn_audit.archs import ArchSpec, SisaEnsemble, sisa_spec
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.methods._common import Progress, clone_model, reinitialize, seeded
 from unlearn_audit.methods._state import (
     STATE_VERSION,
     StatefulMethod,
+    StatefulTraining,
     locate_forget,
     rows_for,
     sample_fingerprints,
@@ -63,7 +64,6 @@ from unlearn_audit.methods._state import Located as Located
 from unlearn_audit.methods._state import state_bytes as state_bytes
 from unlearn_audit.methods.base import ProgressFn, RunResult, UnlearnData, param
 from unlearn_audit.methods.registry import register_method
-from unlearn_audit.models import build_model, register_arch
 from unlearn_audit.training import TrainConfig, train_model
 
 __all__ = [
@@ -79,83 +79,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VOTE_TIE_WEIGHT = 1e-3
-
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-# =========================================================================== the ensemble
-
-
-class SisaEnsemble(nn.Module):
-    """``S`` shard models aggregated into one classifier; ``forward`` returns log-probabilities.
-
-    Args:
-        members: the shard models (same architecture), each mapping ``(N, ...)`` to ``(N, K)`` logits.
-        aggregation: ``"vote"`` (majority vote, ties broken by the mean probability) or ``"mean"``
-            (mean of probabilities); see the module docstring for the exact formulas.
-
-    Attributes ``arch_name`` / ``arch_kwargs`` say how to rebuild it with ``build_model``
-    (``arch_name`` is None when the base architecture is unknown).
-    """
-
-    def __init__(self, members: Sequence[nn.Module], aggregation: str = "vote") -> None:
-        super().__init__()
-        if aggregation not in ("vote", "mean"):
-            raise ConfigError(f"aggregation must be 'vote' or 'mean', got {aggregation!r}")
-        if len(members) < 1:
-            raise ConfigError("a SISA ensemble needs at least one shard model")
-        self.members = nn.ModuleList(members)
-        self.aggregation = aggregation
-        self.arch_name: str | None = None
-        self.arch_kwargs: dict = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logps = torch.stack([F.log_softmax(m(x).double(), dim=1) for m in self.members])  # (S, N, K)
-        s = logps.shape[0]
-        log_mean = torch.logsumexp(logps, dim=0) - math.log(s)
-        if self.aggregation == "mean":
-            return log_mean.to(x.dtype if x.is_floating_point() else torch.float32)
-        votes = F.one_hot(logps.detach().argmax(dim=2), logps.shape[2]).sum(dim=0).double()  # (N, K)
-        out = torch.logaddexp(torch.log(votes), math.log(VOTE_TIE_WEIGHT) + log_mean)
-        out = out - math.log(s + VOTE_TIE_WEIGHT)
-        return out.to(x.dtype if x.is_floating_point() else torch.float32)
-
-
-@register_arch("sisa")
-def _sisa_arch(
-    *,
-    num_classes: int,
-    input_shape: tuple[int, int, int],
-    base: str = "cnn",
-    shards: int = 5,
-    aggregation: str = "vote",
-    base_kwargs: dict | None = None,
-) -> nn.Module:
-    """A SISA ensemble of ``shards`` models of architecture ``base`` (aggregation vote or mean)."""
-    if base == "sisa":
-        raise ConfigError("the base architecture of a SISA ensemble cannot itself be 'sisa'")
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise ConfigError(f"shards must be an int >= 1, got {shards!r}")
-    members = [
-        build_model(base, num_classes=num_classes, input_shape=input_shape, **dict(base_kwargs or {}))
-        for _ in range(shards)
-    ]
-    return _record_arch(SisaEnsemble(members, aggregation), base, base_kwargs)
-
-
-def _record_arch(ens: SisaEnsemble, base: str, base_kwargs: dict | None) -> SisaEnsemble:
-    """``ens`` with ``arch_name`` and ``arch_kwargs`` set so that ``build_model`` can rebuild it."""
-    ens.arch_name = "sisa"
-    ens.arch_kwargs = {
-        "base": base,
-        "shards": len(ens.members),
-        "aggregation": ens.aggregation,
-        "base_kwargs": dict(base_kwargs or {}),
-    }
-    return ens
 
 
 # =========================================================================== sharding and seeds
@@ -226,6 +152,41 @@ def assign_shards(
 # =========================================================================== the method
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where every training sample sits (shard and slice), which ones are gone, and the recipe of
+    one slice run: what every step of SISA training and retraining reads."""
+
+    shard_of: np.ndarray
+    slice_of: np.ndarray
+    removed: np.ndarray
+    slices: int
+    cfg: TrainConfig
+    epochs: int  # per slice
+
+    def cumulative(self, shard: int, slice_: int) -> np.ndarray:
+        """Training indices of slice ``slice_``'s cumulative set (slices 0..slice_), increasing."""
+        return np.flatnonzero((self.shard_of == shard) & (self.slice_of <= slice_) & ~self.removed)
+
+    def steps(self, first: dict[int, int]) -> int:
+        """Batches :func:`_train_slices` runs to train slices ``first[s]..slices-1`` of each shard ``s``."""
+        return sum(
+            self.epochs * math.ceil(self.cumulative(s, r).size / self.cfg.batch_size)
+            for s, r0 in first.items()
+            for r in range(r0, self.slices)
+        )
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The samples to train on: ``(x, y)`` and, when their rows are not the training indices,
+    ``row_of`` mapping training indices to rows."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    row_of: np.ndarray | None = None
+
+
 @register_method("sisa")
 @dataclass(frozen=True)
 class Sisa(StatefulMethod):
@@ -234,7 +195,8 @@ class Sisa(StatefulMethod):
     Train with ``unlearn-audit train --for-method sisa [--set shards=5 --set slices=4]``: the
     recipe (epochs, batch size, optimizer, lr, adversarial training) trains every shard model; the
     checkpoint holds the :class:`SisaEnsemble` and, in ``extra["method_state"]``, the shard and slice
-    of every training sample and the ``S x (R + 1)`` slice checkpoints (state_dicts).
+    of every training sample and the ``S x (R + 1)`` slice checkpoints (state_dicts). Any recipe
+    works: the architecture's own is used unchanged.
 
     Unlearning finds the forget samples' training indices (``data.forget_indices``, else by
     content), then retrains each affected shard from the checkpoint before its earliest affected
@@ -266,37 +228,25 @@ class Sisa(StatefulMethod):
             raise self._bad("slices", ">= 1")
 
     # -- training ---------------------------------------------------------------------------------
-    def train_with_state(
+    def record_training(
         self,
         model: nn.Module,
         train_set: TensorSet,
         cfg: TrainConfig,
         *,
-        roles: object | None = None,
+        arch: ArchSpec | None = None,
+        sensitive: object | None = None,
         device: torch.device | str = "cpu",
         progress: ProgressFn | None = None,
-        arch: str | None = None,
-        arch_kwargs: dict | None = None,
-        **_: object,
-    ) -> tuple[SisaEnsemble, dict]:
+    ) -> StatefulTraining:
         """Train the shard models and record the SISA state.
 
-        Args:
-            model: a model of the base architecture (copied ``S`` times and re-initialised per shard).
-            train_set: the full training set; indices in the state refer to its rows.
-            cfg: the recipe of every slice run (``epochs`` sets the total budget, see module doc).
-            roles: unused (SISA needs no forget set at training time).
-            device: where to train.
-            progress: ``progress(done, total)`` over all batches of all shards.
-            arch, arch_kwargs: the base architecture's registry name and arguments, recorded in
-                the ensemble (``arch_name="sisa"``) so the checkpoint can be rebuilt.
-            Other keyword arguments (e.g. ``sensitive``) are ignored.
-
-        Returns:
-            ``(ensemble, {"method_state": state})``.
+        ``model`` (of the base architecture ``arch``) is copied ``S`` times and re-initialised per
+        shard; ``cfg`` is the recipe of every slice run (``epochs`` sets the total budget, see the
+        module doc). The result's model is the :class:`SisaEnsemble`, named ``sisa`` with ``arch``
+        as its base. ``sensitive`` is not used: SISA can unlearn any training sample.
         """
         dev = torch.device(device)
-        n = len(train_set)
         shard_of, slice_of = assign_shards(
             train_set.x,
             train_set.y,
@@ -305,64 +255,56 @@ class Sisa(StatefulMethod):
             sharding=self.sharding,
             seed=cfg.seed,
         )
-        e = slice_epochs(cfg.epochs, self.slices)
+        layout = _Layout(
+            shard_of=shard_of,
+            slice_of=slice_of,
+            removed=np.zeros(len(train_set), dtype=bool),
+            slices=self.slices,
+            cfg=cfg,
+            epochs=slice_epochs(cfg.epochs, self.slices),
+        )
         prog = Progress(progress)
-        removed = np.zeros(n, dtype=bool)
-        first = dict.fromkeys(range(self.shards), 0)
-        prog.add_total(_slice_steps(shard_of, slice_of, removed, first, self.slices, cfg, e))
+        prog.add_total(layout.steps(dict.fromkeys(range(self.shards), 0)))
         members, checkpoints, work = [], [], []
         for s in range(self.shards):
-            member = clone_model(model, dev)
-            with seeded(sisa_seed(cfg.seed, s, 0), dev):
-                skipped = reinitialize(member)
-            if skipped:
-                logger.warning(
-                    "SISA shard init: modules without reset_parameters kept their weights: %s", skipped
-                )
+            member = _fresh_member(model, sisa_seed(cfg.seed, s, 0), dev)
             ckpts, costs = _train_slices(
-                member,
-                train_set.x,
-                train_set.y,
-                None,
-                shard_of,
-                slice_of,
-                removed,
-                s,
-                0,
-                self.slices,
-                cfg,
-                e,
-                dev,
-                prog,
-                [_cpu_state(member)],
-                [],
+                member, layout, s, 0, _Rows(train_set.x, train_set.y), dev, prog, [_cpu_state(member)], []
             )
             members.append(member)
             checkpoints.append(ckpts)
             work.append(costs)
         prog.finish()
         ensemble = SisaEnsemble(members, self.aggregation)
-        if arch is not None:
-            _record_arch(ensemble, arch, arch_kwargs)
         ensemble.eval()
-        state = {
+        return StatefulTraining(
+            model=ensemble,
+            state=self._first_state(train_set, layout, checkpoints, work),
+            recipe=cfg,
+            arch=sisa_spec(arch, shards=self.shards, aggregation=self.aggregation) if arch else None,
+        )
+
+    def _first_state(
+        self, train_set: TensorSet, layout: _Layout, checkpoints: list, work: list[list[int]]
+    ) -> dict:
+        """The state right after training: nothing removed yet."""
+        return {
             "method": "sisa",
             "version": STATE_VERSION,
             "shards": self.shards,
             "slices": self.slices,
             "sharding": self.sharding,
             "aggregation": self.aggregation,
-            "seed": int(cfg.seed),
-            "slice_epochs": e,
-            "train_config": cfg.to_dict(),
+            "seed": int(layout.cfg.seed),
+            "slice_epochs": layout.epochs,
+            "train_config": layout.cfg.to_dict(),
             "fingerprints": sample_fingerprints(train_set.x, train_set.y),
-            "shard_of": torch.from_numpy(shard_of),
-            "slice_of": torch.from_numpy(slice_of),
-            "removed": torch.zeros(n, dtype=torch.bool),
+            "shard_of": torch.from_numpy(layout.shard_of),
+            "slice_of": torch.from_numpy(layout.slice_of),
+            "removed": torch.zeros(len(train_set), dtype=torch.bool),
             "checkpoints": checkpoints,
             "work": work,
         }
-        return ensemble, {"method_state": state}
 
     # -- unlearning -------------------------------------------------------------------------------
     def _run_stateful(
@@ -375,142 +317,125 @@ class Sisa(StatefulMethod):
         generator: torch.Generator,
         progress: Progress,
     ) -> tuple[RunResult, dict]:
-        shards, slices = int(state["shards"]), int(state["slices"])
-        if not isinstance(model, SisaEnsemble) or len(model.members) != shards:
-            raise ModelError(
-                f"method 'sisa' needs the SISA ensemble saved with the state ({shards} shards), got "
-                f"{type(model).__name__}"
-            )
-        for s in range(shards):
-            final = state["checkpoints"][s][slices]
-            current = model.members[s].state_dict()
-            if final.keys() != current.keys() or any(
-                not torch.equal(final[k], current[k].detach().cpu()) for k in final
-            ):
-                raise ModelError(
-                    f"shard {s} of the model differs from the state's last checkpoint; pass the model saved "
-                    "with this state"
-                )
+        ensemble = _saved_ensemble(model, state)
         assert data.retain_x is not None and data.retain_y is not None
-        cfg = TrainConfig.from_dict(state["train_config"])
-        e = int(state["slice_epochs"])
         located = locate_forget(data, state["fingerprints"], state["removed"])
-        shard_of = state["shard_of"].numpy()
-        slice_of = state["slice_of"].numpy()
         removed = state["removed"].numpy().astype(bool).copy()
         removed[located.indices] = True
-        affected = sorted({int(s) for s in shard_of[located.indices]})
-        start_slice = {
-            s: int(slice_of[located.indices][shard_of[located.indices] == s].min()) for s in affected
-        }
-
-        # one pass over the retain set gives the rows of every sample the affected shards revisit
-        needed = np.flatnonzero(np.isin(shard_of, affected) & ~removed)
-        rows = rows_for(needed, state["fingerprints"], data.retain_x, data.retain_y)
-        row_of = np.full(len(shard_of), -1, dtype=np.int64)
-        row_of[needed] = rows.numpy()
-
-        progress.add_total(_slice_steps(shard_of, slice_of, removed, start_slice, slices, cfg, e))
+        layout = _Layout(
+            shard_of=state["shard_of"].numpy(),
+            slice_of=state["slice_of"].numpy(),
+            removed=removed,
+            slices=int(state["slices"]),
+            cfg=TrainConfig.from_dict(state["train_config"]),
+            epochs=int(state["slice_epochs"]),
+        )
+        start_slice = _first_affected_slices(layout, located.indices)
+        progress.add_total(layout.steps(start_slice))
         checkpoints = list(state["checkpoints"])
         work = [list(w) for w in state["work"]]
         total_work = sum(sum(w) for w in work)
+        rows = _retain_rows(layout, start_slice, state["fingerprints"], data)
         redone = 0
-        for s in affected:
-            r0 = start_slice[s]
-            member = model.members[s]
+        for s, r0 in start_slice.items():
+            member = ensemble.members[s]
             member.load_state_dict(checkpoints[s][r0])
-            ckpts, costs = _train_slices(
-                member,
-                data.retain_x,
-                data.retain_y,
-                row_of,
-                shard_of,
-                slice_of,
-                removed,
-                s,
-                r0,
-                slices,
-                cfg,
-                e,
-                device,
-                progress,
-                list(checkpoints[s][: r0 + 1]),
-                list(work[s][:r0]),
+            checkpoints[s], work[s] = _train_slices(
+                member, layout, s, r0, rows, device, progress, list(checkpoints[s][: r0 + 1]), work[s][:r0]
             )
-            redone += sum(costs[r0:])
-            checkpoints[s] = ckpts
-            work[s] = costs
+            redone += sum(work[s][r0:])
         progress.finish()
         share = redone / total_work if total_work else 0.0
         notes = [
-            f"retrained {len(affected)} of {shards} shards ("
-            + ", ".join(f"shard {s} from slice {start_slice[s]}" for s in affected)
+            f"retrained {len(start_slice)} of {int(state['shards'])} shards ("
+            + ", ".join(f"shard {s} from slice {r0}" for s, r0 in start_slice.items())
             + f"); redid {redone} of {total_work} sample passes ({100 * share:.1f}% of the training work)",
         ]
         if located.duplicates:
             notes.append(f"{located.duplicates} identical copies of forget samples were removed as well")
         new_state = dict(state)
         new_state.update(removed=torch.from_numpy(removed), checkpoints=checkpoints, work=work)
-        return RunResult(model=model, touched=("forget", "retain"), notes=tuple(notes)), new_state
+        return RunResult(model=ensemble, touched=("forget", "retain"), notes=tuple(notes)), new_state
 
 
-def _cumulative(
-    shard_of: np.ndarray, slice_of: np.ndarray, removed: np.ndarray, shard: int, slice_: int
-) -> np.ndarray:
-    """Training indices of slice ``slice_``'s cumulative set (slices 0..slice_), increasing."""
-    return np.flatnonzero((shard_of == shard) & (slice_of <= slice_) & ~removed)
+def _fresh_member(model: nn.Module, seed: int, device: torch.device) -> nn.Module:
+    """A copy of ``model`` on ``device``, re-initialised under ``seed``: one shard's starting point."""
+    member = clone_model(model, device)
+    with seeded(seed, device):
+        skipped = reinitialize(member)
+    if skipped:
+        logger.warning("SISA shard init: modules without reset_parameters kept their weights: %s", skipped)
+    return member
 
 
-def _slice_steps(
-    shard_of: np.ndarray,
-    slice_of: np.ndarray,
-    removed: np.ndarray,
-    first: dict[int, int],
-    slices: int,
-    cfg: TrainConfig,
-    epochs: int,
-) -> int:
-    """Batches :func:`_train_slices` trains on to run slices ``first[s]..slices-1`` of each shard ``s``."""
-    return sum(
-        epochs * math.ceil(_cumulative(shard_of, slice_of, removed, s, r).size / cfg.batch_size)
-        for s, r0 in first.items()
-        for r in range(r0, slices)
-    )
+def _saved_ensemble(model: nn.Module, state: dict) -> SisaEnsemble:
+    """``model`` as the ensemble saved with ``state``: every shard equal to its last checkpoint.
+
+    Raises:
+        ModelError: another model, or a shard that differs.
+    """
+    shards, slices = int(state["shards"]), int(state["slices"])
+    if not isinstance(model, SisaEnsemble) or len(model.members) != shards:
+        raise ModelError(
+            f"method 'sisa' needs the SISA ensemble saved with the state ({shards} shards), got "
+            f"{type(model).__name__}"
+        )
+    for s in range(shards):
+        final = state["checkpoints"][s][slices]
+        current = model.members[s].state_dict()
+        if final.keys() != current.keys() or any(
+            not torch.equal(final[k], current[k].detach().cpu()) for k in final
+        ):
+            raise ModelError(
+                f"shard {s} of the model differs from the state's last checkpoint; pass the model saved "
+                "with this state"
+            )
+    return model
+
+
+def _first_affected_slices(layout: _Layout, forget: np.ndarray) -> dict[int, int]:
+    """For every shard holding a forget sample, the earliest slice that holds one (shards in order)."""
+    shard_of, slice_of = layout.shard_of[forget], layout.slice_of[forget]
+    return {int(s): int(slice_of[shard_of == s].min()) for s in sorted({int(s) for s in shard_of})}
+
+
+def _retain_rows(layout: _Layout, start_slice: dict[int, int], fingerprints: torch.Tensor, data: UnlearnData):
+    """The retain-set rows of every sample the affected shards revisit, found in one pass."""
+    assert data.retain_x is not None and data.retain_y is not None
+    needed = np.flatnonzero(np.isin(layout.shard_of, list(start_slice)) & ~layout.removed)
+    rows = rows_for(needed, fingerprints, data.retain_x, data.retain_y)
+    row_of = np.full(len(layout.shard_of), -1, dtype=np.int64)
+    row_of[needed] = rows.numpy()
+    return _Rows(data.retain_x, data.retain_y, row_of)
 
 
 def _train_slices(
     member: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    row_of: np.ndarray | None,
-    shard_of: np.ndarray,
-    slice_of: np.ndarray,
-    removed: np.ndarray,
+    layout: _Layout,
     shard: int,
     first: int,
-    slices: int,
-    cfg: TrainConfig,
-    epochs: int,
+    rows: _Rows,
     device: torch.device,
     progress: Progress,
     checkpoints: list[dict[str, torch.Tensor]],
     costs: list[int],
 ) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
-    """Train ``member`` on slices ``first..slices-1`` of ``shard``; append checkpoints and costs.
-
-    ``row_of`` maps training indices to rows of ``(x, y)`` (None: the rows are the indices).
-    """
+    """Train ``member`` on slices ``first..slices-1`` of ``shard``; append checkpoints and costs."""
     tick: Callable[[int, int], None] = lambda done, total: progress.step()  # noqa: E731
-    for r in range(first, slices):
-        idx = _cumulative(shard_of, slice_of, removed, shard, r)
-        rows = idx if row_of is None else row_of[idx]
+    for r in range(first, layout.slices):
+        idx = layout.cumulative(shard, r)
+        picked = torch.as_tensor(idx if rows.row_of is None else rows.row_of[idx])
         if idx.size:
-            seed = sisa_seed(cfg.seed, shard, r + 1)
-            subset = TensorSet(x[torch.as_tensor(rows)], y[torch.as_tensor(rows)])
+            seed = sisa_seed(layout.cfg.seed, shard, r + 1)
+            subset = TensorSet(rows.x[picked], rows.y[picked])
             with seeded(seed, device):
                 train_model(
-                    member, subset, replace(cfg, epochs=epochs, seed=seed), device=device, progress=tick
+                    member,
+                    subset,
+                    replace(layout.cfg, epochs=layout.epochs, seed=seed),
+                    device=device,
+                    progress=tick,
                 )
         checkpoints.append(_cpu_state(member))
-        costs.append(int(epochs * idx.size))
+        costs.append(int(layout.epochs * idx.size))
     return checkpoints, costs

@@ -37,6 +37,7 @@ from torch import nn
 
 from unlearn_audit.errors import ConfigError, DataError
 from unlearn_audit.methods._common import batches, clone_model
+from unlearn_audit.torchutil import predict_labels
 
 __all__ = ["ShareResult", "UnlearnableNoise", "error_minimizing_noise", "protected_share_study"]
 
@@ -80,12 +81,49 @@ def _minimise_delta(
     return d.detach()
 
 
-@torch.no_grad()
 def _error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    wrong = 0
-    for start in range(0, len(y), batch_size):
-        wrong += int((model(x[start : start + batch_size]).argmax(1) != y[start : start + batch_size]).sum())
-    return wrong / max(1, len(y))
+    wrong = predict_labels(model, x, batch_size=batch_size, device=x.device) != y.cpu()
+    return int(wrong.sum()) / max(1, len(y))
+
+
+class _Noise:
+    """The noise being searched: one delta per sample, or one per class shared by its samples."""
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, *, eps: float, perturbation: str, gen: torch.Generator
+    ):
+        self.x, self.y, self.eps, self.perturbation = x, y, eps, perturbation
+        classes = int(y.max()) + 1
+        shape = (len(y) if perturbation == "samplewise" else classes, *x.shape[1:])
+        # uniform random start in the eps-ball, as perturbation.py's random_noise
+        self.noise = ((torch.rand(shape, generator=gen, dtype=x.dtype) * 2 - 1) * eps).to(x.device)
+
+    def delta(self) -> torch.Tensor:
+        """The per-sample delta, with ``x + delta`` kept in ``[0, 1]``."""
+        raw = self.noise if self.perturbation == "samplewise" else self.noise[self.y]
+        return torch.clamp(self.x + raw, 0, 1) - self.x
+
+    def update(self, idx: torch.Tensor, found: torch.Tensor) -> None:
+        """Take the deltas ``found`` for samples ``idx`` (class-wise: their per-class means)."""
+        if self.perturbation == "samplewise":
+            self.noise[idx] = found
+            return
+        for c in torch.unique(self.y[idx]).tolist():
+            self.noise[c] = torch.clamp(found[self.y[idx] == c].mean(dim=0), -self.eps, self.eps)
+
+
+def _check_noise_request(x: torch.Tensor, y: torch.Tensor, perturbation: str, **positive: float) -> None:
+    if len(x) != len(y) or len(y) == 0:
+        raise DataError(f"x and y must hold the same positive number of samples, got {len(x)} and {len(y)}")
+    if float(x.min()) < 0 or float(x.max()) > 1:
+        raise DataError(
+            f"x must hold pixels in [0, 1], got min {float(x.min()):.3g} and max {float(x.max()):.3g}"
+        )
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value!r}")
+    if perturbation not in ("samplewise", "classwise"):
+        raise ConfigError(f"perturbation must be 'samplewise' or 'classwise', got {perturbation!r}")
 
 
 def error_minimizing_noise(
@@ -127,38 +165,17 @@ def error_minimizing_noise(
         DataError: pixels outside ``[0, 1]`` or mismatched lengths.
         ConfigError: non-positive eps, steps or rounds.
     """
-    if len(x) != len(y) or len(y) == 0:
-        raise DataError(f"x and y must hold the same positive number of samples, got {len(x)} and {len(y)}")
-    if float(x.min()) < 0 or float(x.max()) > 1:
-        raise DataError(
-            f"x must hold pixels in [0, 1], got min {float(x.min()):.3g} and max {float(x.max()):.3g}"
-        )
-    for key, value in (
-        ("eps", eps),
-        ("steps", steps),
-        ("max_rounds", max_rounds),
-        ("train_steps", train_steps),
-    ):
-        if not value > 0:
-            raise ConfigError(f"{key} must be > 0, got {value!r}")
+    _check_noise_request(
+        x, y, perturbation, eps=eps, steps=steps, max_rounds=max_rounds, train_steps=train_steps
+    )
     dev = torch.device(device)
     start = time.perf_counter()
     work = clone_model(model, dev)
     work.requires_grad_(True)
     xd, yd = x.to(dev), y.to(dev)
-    if perturbation not in ("samplewise", "classwise"):
-        raise ConfigError(f"perturbation must be 'samplewise' or 'classwise', got {perturbation!r}")
     gen = torch.Generator().manual_seed(seed)
-    # uniform random start in the eps-ball, as perturbation.py's random_noise
-    classes = int(yd.max()) + 1
-    shape = (len(yd) if perturbation == "samplewise" else classes, *xd.shape[1:])
-    noise = ((torch.rand(shape, generator=gen, dtype=xd.dtype) * 2 - 1) * eps).to(dev)
-
-    def current() -> torch.Tensor:  # per-sample delta, with x + delta kept in [0, 1]
-        raw = noise if perturbation == "samplewise" else noise[yd]
-        return torch.clamp(xd + raw, 0, 1) - xd
-
-    delta = current()
+    noise = _Noise(xd, yd, eps=eps, perturbation=perturbation, gen=gen)
+    delta = noise.delta()
     opt = torch.optim.SGD(work.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     queue: list[torch.Tensor] = []
     error = 1.0
@@ -175,13 +192,10 @@ def error_minimizing_noise(
         work.eval()
         for idx in batches(len(yd), batch_size, shuffle=False):
             idx = idx.to(dev)
-            found = _minimise_delta(work, xd[idx], yd[idx], current()[idx], eps, steps, step_size)
-            if perturbation == "samplewise":
-                noise[idx] = found
-            else:
-                for c in torch.unique(yd[idx]).tolist():
-                    noise[c] = torch.clamp(found[yd[idx] == c].mean(dim=0), -eps, eps)
-        delta = current()
+            noise.update(
+                idx, _minimise_delta(work, xd[idx], yd[idx], noise.delta()[idx], eps, steps, step_size)
+            )
+        delta = noise.delta()
         error = _error(work, torch.clamp(xd + delta, 0, 1), yd)
         logger.debug("unlearnable round %d: error on perturbed data %.4f", rounds, error)
         if error < stop_error:
@@ -276,45 +290,39 @@ def protected_share_study(
         noise = error_minimizing_noise(make_model(seed), x, y, seed=seed, device=dev, **(noise_kwargs or {}))
     if noise.delta.shape != x.shape:
         raise DataError(f"noise.delta has shape {tuple(noise.delta.shape)} but x has {tuple(x.shape)}")
-    xd, yd, tx, ty = x.to(dev), y.to(dev), test_x.to(dev), test_y.to(dev)
+    xd, yd, test = x.to(dev), y.to(dev), (test_x.to(dev), test_y.to(dev))
     poisoned = torch.clamp(xd + noise.delta.to(dev), 0, 1)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).to(dev)
+
+    def train(xs: torch.Tensor, ys: torch.Tensor) -> nn.Module:
+        model = make_model(seed).to(dev)
+        return _fit(model, xs, ys, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+
     out = []
     for share in shares:
         k = int(round(share * len(y)))
         prot, clean = perm[:k], perm[k:]
-        clean_only = (
-            _fit(
-                make_model(seed).to(dev),
-                xd[clean],
-                yd[clean],
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed,
-            )
-            if len(clean)
-            else None
-        )
-        mixed = _fit(
-            make_model(seed).to(dev),
-            torch.cat([xd[clean], poisoned[prot]]),
-            torch.cat([yd[clean], yd[prot]]),
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-        )
-        out.append(
-            ShareResult(
-                share=float(share),
-                n_protected=k,
-                test_acc_clean_only=_acc(clean_only, tx, ty) if clean_only is not None else math.nan,
-                test_acc_with_protected=_acc(mixed, tx, ty),
-                protected_acc_with_protected=_acc(mixed, xd[prot], yd[prot]),
-                protected_acc_clean_only=_acc(clean_only, xd[prot], yd[prot])
-                if clean_only is not None
-                else math.nan,
-            )
-        )
+        clean_only = train(xd[clean], yd[clean]) if len(clean) else None
+        mixed = train(torch.cat([xd[clean], poisoned[prot]]), torch.cat([yd[clean], yd[prot]]))
+        out.append(_share_result(share, k, clean_only, mixed, test=test, protected=(xd[prot], yd[prot])))
     return tuple(out)
+
+
+def _share_result(
+    share: float,
+    k: int,
+    clean_only: nn.Module | None,
+    mixed: nn.Module,
+    *,
+    test: tuple[torch.Tensor, torch.Tensor],
+    protected: tuple[torch.Tensor, torch.Tensor],
+) -> ShareResult:
+    """The accuracies of one share's two models (NaN for the clean-only model when nothing is clean)."""
+    return ShareResult(
+        share=float(share),
+        n_protected=k,
+        test_acc_clean_only=_acc(clean_only, *test) if clean_only is not None else math.nan,
+        test_acc_with_protected=_acc(mixed, *test),
+        protected_acc_with_protected=_acc(mixed, *protected),
+        protected_acc_clean_only=_acc(clean_only, *protected) if clean_only is not None else math.nan,
+    )

@@ -1,0 +1,244 @@
+"""The architecture registry: every model a checkpoint can name, built by ``build_model``.
+
+Besides the plain classifiers (``logreg``, ``mlp``, ``cnn``, ``resnet18``) it holds the two
+architectures that stateful unlearning methods train: the SISA ensemble (``sisa``) and the
+Bayesian logistic regression of MCMC unlearning (``bayes_logreg``). They live here, not beside
+their methods, so that loading a checkpoint never needs the methods package, and the methods
+import the classes from here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearn_audit.errors import ConfigError
+
+__all__ = [
+    "ArchSpec",
+    "BayesLogReg",
+    "SisaEnsemble",
+    "build_model",
+    "list_archs",
+    "register_arch",
+]
+
+_ARCHS: dict[str, Callable[..., nn.Module]] = {}
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A registered architecture's name and keyword arguments: what a checkpoint records to rebuild it."""
+
+    name: str
+    kwargs: dict = field(default_factory=dict)
+
+
+def register_arch(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _ARCHS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_archs() -> list[str]:
+    return sorted(_ARCHS)
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}; available: {', '.join(valid)}{hint}"
+
+
+def build_model(
+    arch: str, *, num_classes: int, input_shape: tuple[int, ...], seed: int | None = None, **kwargs
+) -> nn.Module:
+    """Instantiate a registered architecture (initialised under ``seed`` when given)."""
+    if arch not in _ARCHS:
+        raise ConfigError(_unknown("architecture", arch, list_archs()))
+    if len(input_shape) != 3:
+        raise ConfigError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        return _ARCHS[arch](num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"architecture {arch!r}: bad arguments {kwargs} ({exc})") from None
+
+
+# --------------------------------------------------------------------------- plain classifiers
+
+
+@register_arch("logreg")
+def _logreg(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """Multinomial logistic regression on the flattened image."""
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
+
+
+@register_arch("mlp")
+def _mlp(
+    *, num_classes: int, input_shape: tuple[int, int, int], hidden: int = 256, depth: int = 2
+) -> nn.Module:
+    """``depth`` hidden layers of ``hidden`` ReLU units."""
+    c, h, w = input_shape
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = c * h * w
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@register_arch("cnn")
+def _cnn(*, num_classes: int, input_shape: tuple[int, int, int], width: int = 32) -> nn.Module:
+    """A small MNIST CNN: two conv-ReLU-maxpool blocks and a 128-unit head (no BatchNorm)."""
+    c, h, w = input_shape
+    feat = (h // 4) * (w // 4) * 2 * width
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(feat, 128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+@register_arch("resnet18")
+def _resnet18(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """torchvision's ResNet-18 adapted to small images: 3x3 stem, stride 1, no max-pool."""
+    from torchvision.models import resnet18
+
+    model = resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+# --------------------------------------------------------------------------- SISA ensemble
+
+VOTE_TIE_WEIGHT = 1e-3
+
+
+class SisaEnsemble(nn.Module):
+    """``S`` shard models aggregated into one classifier; ``forward`` returns log-probabilities.
+
+    Args:
+        members: the shard models (same architecture), each mapping ``(N, ...)`` to ``(N, K)`` logits.
+        aggregation: ``"vote"`` (majority vote, ties broken by the mean probability) or ``"mean"``
+            (mean of probabilities); see :mod:`unlearn_audit.methods.sisa` for the exact formulas.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], aggregation: str = "vote") -> None:
+        super().__init__()
+        if aggregation not in ("vote", "mean"):
+            raise ConfigError(f"aggregation must be 'vote' or 'mean', got {aggregation!r}")
+        if len(members) < 1:
+            raise ConfigError("a SISA ensemble needs at least one shard model")
+        self.members = nn.ModuleList(members)
+        self.aggregation = aggregation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logps = torch.stack([F.log_softmax(m(x).double(), dim=1) for m in self.members])  # (S, N, K)
+        s = logps.shape[0]
+        log_mean = torch.logsumexp(logps, dim=0) - math.log(s)
+        if self.aggregation == "mean":
+            return log_mean.to(x.dtype if x.is_floating_point() else torch.float32)
+        votes = F.one_hot(logps.detach().argmax(dim=2), logps.shape[2]).sum(dim=0).double()  # (N, K)
+        out = torch.logaddexp(torch.log(votes), math.log(VOTE_TIE_WEIGHT) + log_mean)
+        out = out - math.log(s + VOTE_TIE_WEIGHT)
+        return out.to(x.dtype if x.is_floating_point() else torch.float32)
+
+
+def sisa_spec(base: ArchSpec, *, shards: int, aggregation: str) -> ArchSpec:
+    """How a checkpoint names a SISA ensemble of ``shards`` models of architecture ``base``."""
+    return ArchSpec(
+        "sisa",
+        {"base": base.name, "shards": shards, "aggregation": aggregation, "base_kwargs": dict(base.kwargs)},
+    )
+
+
+@register_arch("sisa")
+def _sisa_arch(
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    base: str = "cnn",
+    shards: int = 5,
+    aggregation: str = "vote",
+    base_kwargs: dict | None = None,
+) -> nn.Module:
+    """A SISA ensemble of ``shards`` models of architecture ``base`` (aggregation vote or mean)."""
+    if base == "sisa":
+        raise ConfigError("the base architecture of a SISA ensemble cannot itself be 'sisa'")
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(f"shards must be an int >= 1, got {shards!r}")
+    members = [
+        build_model(base, num_classes=num_classes, input_shape=input_shape, **dict(base_kwargs or {}))
+        for _ in range(shards)
+    ]
+    return SisaEnsemble(members, aggregation)
+
+
+# --------------------------------------------------------------------------- Bayesian logistic regression
+
+
+class BayesLogReg(nn.Module):
+    """Posterior samples of a multinomial logistic regression, used as one classifier.
+
+    Attributes:
+        samples: ``(K, C, D + 1)`` (weights then bias), a frozen ``nn.Parameter``.
+        log_weights: ``(K,)`` buffer, normalised log importance weights.
+
+    ``forward(x)`` flattens ``x`` to ``(N, D)`` and returns ``log sum_k w_k softmax(W_k x + b_k)``
+    ``(N, C)``.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, num_samples: int) -> None:
+        super().__init__()
+        self.samples = nn.Parameter(
+            torch.zeros(num_samples, num_classes, num_features + 1), requires_grad=False
+        )
+        self.register_buffer("log_weights", torch.full((num_samples,), -math.log(num_samples)))
+
+    @property
+    def spec(self) -> ArchSpec:
+        """How a checkpoint names this model."""
+        return ArchSpec("bayes_logreg", {"num_samples": int(self.samples.shape[0])})
+
+    def sample_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """``log softmax(W_k x + b_k)`` for every sample: ``(K, N, C)``."""
+        xf = x.flatten(1).to(self.samples.dtype)
+        w, b = self.samples[..., :-1], self.samples[..., -1]
+        return F.log_softmax(torch.einsum("nd,kcd->knc", xf, w) + b[:, None, :], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lw = F.log_softmax(self.log_weights, dim=0)
+        outs = []
+        for start in range(0, max(1, x.shape[0]), 1024):
+            lp = self.sample_log_probs(x[start : start + 1024])
+            outs.append(torch.logsumexp(lp + lw[:, None, None], dim=0))
+        return torch.cat(outs)
+
+
+@register_arch("bayes_logreg")
+def _bayes_logreg_arch(
+    *, num_classes: int, input_shape: tuple[int, int, int], num_samples: int = 500
+) -> nn.Module:
+    """Bayesian logistic regression as ``num_samples`` posterior samples (see :class:`BayesLogReg`)."""
+    return BayesLogReg(int(np.prod(input_shape)), num_classes, num_samples)
