@@ -19,24 +19,8 @@ PACKAGES = ("unlearn_audit", "attacks")
 MAX_FUNCTION = 80
 MAX_MODULE = 600
 # path -> why it may be longer; function "path:name" -> why.
-LONG_MODULES: dict[str, str] = {
-    "unlearn_audit/methods/mcmc.py": "PENDING rebuild (#10)",
-}
-LONG_FUNCTIONS: dict[str, str] = {
-    "unlearn_audit/api.py:train_reference_set": "PENDING rebuild (#10)",
-    "unlearn_audit/api.py:evaluate_audit": "PENDING rebuild (#10)",
-    "unlearn_audit/api.py:unlearn_checkpoint": "PENDING rebuild (#10)",
-    "unlearn_audit/methods/deltagrad.py:deltagrad_replay": "PENDING rebuild (#10)",
-    "unlearn_audit/methods/mcmc.py:hmc": "PENDING rebuild (#10)",
-    "unlearn_audit/methods/sisa.py:train_with_state": "PENDING rebuild (#10)",
-    "unlearn_audit/methods/sisa.py:_run_stateful": "PENDING rebuild (#10)",
-    "unlearn_audit/methods/unlearnable.py:error_minimizing_noise": "PENDING rebuild (#10)",
-    "unlearn_audit/methods/unlearnable.py:protected_share_study": "PENDING rebuild (#10)",
-}
-# Import edges still to be removed by the rebuild; none may be added.
-PENDING_EDGES = {
-    ("unlearn_audit.models", "unlearn_audit.methods"),
-}
+LONG_MODULES: dict[str, str] = {}
+LONG_FUNCTIONS: dict[str, str] = {}
 
 
 def _modules() -> dict[str, Path]:
@@ -89,11 +73,6 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_pending_edges_still_exist():
-    graph = import_graph()
-    gone = [edge for edge in PENDING_EDGES if edge[1] not in graph.get(edge[0], set())]
-    assert not gone, f"remove from PENDING_EDGES: {gone}"
-
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle as a list of modules (first == last), or None; plain depth-first search."""
@@ -136,8 +115,6 @@ def test_relative_and_lazy_imports_are_edges(tmp_path):
 def test_no_import_cycle():
     graph = import_graph()
     assert len(graph) > 20
-    for src, dst in PENDING_EDGES:
-        graph[src].discard(dst)
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
