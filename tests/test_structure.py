@@ -73,7 +73,6 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle as a list of modules (first == last), or None; plain depth-first search."""
     state: dict[str, int] = {}  # 1 on the stack, 2 done
