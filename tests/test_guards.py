@@ -277,3 +277,153 @@ def test_an_npy_header_declaring_more_than_its_member_holds_is_refused(tmp_path)
         archive.writestr("y.npy", buffer.getvalue())
     with pytest.raises(DataError, match="x.npy declares"):
         load_npz_set(path)
+
+
+# --------------------------------------------------------------------------- crafted .pt2 archives
+
+
+class _Filler(torch.nn.Module):
+    """``full`` then ``fill_``: the two nodes the attack below rewrites into ``from_file`` + ``fill_``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        t = torch.full([5], 65, dtype=torch.uint8).fill_(66)
+        return self.lin(x) + t.sum() * 0
+
+
+def _file_writing_archive(tmp_path: Path, victim: Path) -> Path:
+    """A .pt2 whose first node maps ``victim`` into memory (shared) so that ``fill_`` overwrites it."""
+    import json
+    import zipfile
+
+    base = tmp_path / "base.pt2"
+    torch.export.save(torch.export.export(_Filler(), (torch.randn(3, 4),)), str(base))
+    with zipfile.ZipFile(base) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    key = next(name for name in members if name.endswith("models/model.json"))
+    program = json.loads(members[key])
+    node = program["graph_module"]["graph"]["nodes"][0]
+    node["target"] = "torch.ops.aten.from_file.default"
+    node["inputs"] = [
+        {"name": "filename", "arg": {"as_string": str(victim)}, "kind": 1},
+        {"name": "shared", "arg": {"as_bool": True}, "kind": 1},
+        {"name": "size", "arg": {"as_int": 5}, "kind": 1},
+        {"name": "dtype", "arg": {"as_scalar_type": 1}, "kind": 2},
+    ]
+    members[key] = json.dumps(program).encode()
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(evil, "w") as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+    return evil
+
+
+def test_a_pt2_graph_that_writes_a_file_is_refused_before_it_runs(tmp_path):
+    from unlearn_audit.models import load_model
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("hello world\n")
+    evil = _file_writing_archive(tmp_path, victim)
+    torch.export.load(str(evil)).module()(torch.randn(3, 4))  # control: unguarded, the attack works
+    assert victim.read_text() == "BBBBB world\n"
+    victim.write_text("hello world\n")
+    with pytest.raises(ModelError, match=r"refused: the graph calls torch\.ops\.aten\.from_file"):
+        load_model(evil)
+    assert victim.read_text() == "hello world\n"
+
+
+def test_a_pt2_while_loop_is_refused_at_load(tmp_path):
+    from torch._higher_order_ops.while_loop import while_loop
+
+    from unlearn_audit.models import load_model
+
+    class Loop(torch.nn.Module):
+        def forward(self, x):
+            return while_loop(lambda i, y: i.sum() < 5, lambda i, y: (i + 1, y + 1), (torch.zeros(1), x))[1]
+
+    path = tmp_path / "loop.pt2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(Loop(), (torch.randn(2, 3),)), str(path))
+    with pytest.raises(ModelError, match="while_loop, a loop that may never end"):
+        load_model(path)
+
+
+def test_a_pt2_zip_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    import zipfile
+
+    from unlearn_audit.models import load_model
+
+    path = tmp_path / "bomb.pt2"
+    torch.export.save(torch.export.export(_Noise(), (torch.randn(2, 3),)), str(path))
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb/data/weights/padding", b"\0" * (64 << 20))
+    assert path.stat().st_size < 1 << 20
+    monkeypatch.setenv("UNLEARN_AUDIT_MAX_BYTES", str(16 << 20))
+    with pytest.raises(ModelError, match="would inflate to 64.0 MiB, over the limit"):
+        load_model(path)
+
+
+def test_torchscript_is_refused_unless_trusted_and_then_still_inspected(tmp_path):
+    from unlearn_audit.models import load_model
+
+    path = tmp_path / "print.pt"
+    torch.jit.save(_quiet_script(_Print()), str(path))
+    with pytest.raises(ModelError, match="pass --trust-torchscript"):
+        load_model(path)
+    with pytest.raises(ModelError, match="prim::Print"):
+        load_model(path, trust_torchscript=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("num_classes", 10**12, "num_classes must be an integer"),
+        ("num_classes", -3, "num_classes must be an integer"),
+        ("input_shape", [1, 10**6, 10**6], "input_shape must be"),
+        ("arch_kwargs", {"hidden": 10**9}, "architecture option 'hidden'"),
+    ],
+)
+def test_absurd_checkpoint_metadata_is_refused(tmp_path, field, value, needle):
+    from unlearn_audit.models import load_model, save_checkpoint
+
+    path = tmp_path / "m.pt"
+    model = build_model("mlp", num_classes=3, input_shape=(1, 4, 4))
+    save_checkpoint(model, path, arch="mlp", num_classes=3, input_shape=(1, 4, 4))
+    payload = torch.load(path, weights_only=True)
+    payload[field] = value
+    torch.save(payload, path)
+    with pytest.raises(ModelError, match=needle):
+        load_model(path)
+
+
+def test_integer_logits_are_cast_to_float():
+    from unlearn_audit.models import GuardedModule
+
+    class Rounded(torch.nn.Module):
+        def forward(self, x):
+            return (x * 10).round().to(torch.int64)
+
+    out = GuardedModule(Rounded())(torch.rand(3, 4))
+    assert out.dtype == torch.float32
+
+
+def test_a_refusal_names_the_blocked_global_not_torchs_advice(tmp_path):
+    import pickle
+
+    from unlearn_audit.models import load_model
+
+    class Shell:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    path = tmp_path / "shell.pt"
+    path.write_bytes(pickle.dumps({"state_dict": Shell()}, protocol=2))
+    with pytest.raises(ModelError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "posix.system" in message or "os.system" in message
+    assert "Re-running" not in message and "\n" not in message

@@ -217,7 +217,9 @@ def test_torchscript_round_trip(tmp_path, inputs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
         torch.jit.trace(model, inputs[:2]).save(str(path))
-    loaded = load_model(path)
+    with pytest.raises(ModelError, match="refused: a TorchScript file can run its own code"):
+        load_model(path)  # untrusted by default
+    loaded = load_model(path, trust_torchscript=True)
     assert loaded.format == "torchscript" and not loaded.module.training
     assert torch.equal(loaded.module(inputs), model(inputs))
 

@@ -5,13 +5,21 @@ The architectures live in :mod:`unlearn_audit.archs`; ``build_model``, ``list_ar
 
 A model file is untrusted input. Nothing here unpickles arbitrary objects:
 
-* native checkpoints and bare state_dicts load with ``torch.load(weights_only=True)``;
-* ``torch.export`` archives (``.pt2``) are scanned first: every pickled member must load with
-  ``weights_only=True`` before ``torch.export.load`` (which itself would unpickle freely) runs;
-* TorchScript files load through TorchScript's own restricted deserialiser;
+* native checkpoints and bare state_dicts load with ``torch.load(weights_only=True)``, and
+  their metadata (classes, input shape, architecture options) is bounded before a model is built;
+* ``torch.export`` archives (``.pt2``) are scanned first: declared member sizes are bounded
+  (:mod:`unlearn_audit.limits`), every pickled member must load with ``weights_only=True``
+  before ``torch.export.load`` (which itself would unpickle freely) runs, and every operator of
+  the graph must be a pure tensor computation (:mod:`unlearn_audit.graphguard`), checked on
+  the serialised program before loading and on the loaded graph before it runs;
+* TorchScript can run its own code while it loads (scripted ``__setstate__``) and is not
+  sandboxed, so it is refused unless the caller trusts it (``--trust-torchscript``); a trusted
+  file's graph still goes through the same operator allow-list;
 * safetensors files hold tensors only.
 
-A file that would need arbitrary code to load is refused with a :class:`ModelError`.
+The forward pass of a ``.pt2`` or TorchScript model runs under the watchdog's time limit
+(:mod:`unlearn_audit.watchdog`) and its outputs are cast to floating point. A file that would
+need arbitrary code to load is refused with a :class:`ModelError`.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import pickle
 import re
 import zipfile
@@ -28,14 +37,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unlearn_audit import graphguard
 from unlearn_audit.archs import build_model, list_archs, register_arch
 from unlearn_audit.data import sha256_file
 from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.fileio import atomic_write_bytes
+from unlearn_audit.limits import check_zip_sizes
+from unlearn_audit.watchdog import guarded
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "ExportedModule",
+    "GuardedModule",
     "LoadedModel",
     "build_model",
     "fingerprint_module",
@@ -54,24 +67,33 @@ CHECKPOINT_VERSION = 1
 # --------------------------------------------------------------------------- loaded models
 
 
-class ExportedModule(nn.Module):
-    """Wrap a module from ``torch.export`` so metrics and attacks can use it like any other.
+class GuardedModule(nn.Module):
+    """Wrap a model whose graph came from a file (``torch.export`` or TorchScript).
 
-    Exported graph modules refuse ``.train()``/``.eval()`` and may be specialised to one batch
-    size. This wrapper keeps the ``training`` flag for callers that save and restore it, and
-    feeds inputs in chunks of the exported batch size (padding the last chunk) when needed.
+    Every forward pass runs under the watchdog's time limit and returns floating-point logits.
+    The wrapper keeps its own ``training`` flag (exported graph modules refuse ``.train()``),
+    and feeds inputs in chunks of an exported program's fixed batch size (padding the last
+    chunk) when it has one. ``source`` names the file in timeout messages.
     """
 
-    def __init__(self, inner: nn.Module, batch_size: int | None) -> None:
+    def __init__(self, inner: nn.Module, batch_size: int | None = None, source: str = "model") -> None:
         super().__init__()
         self.inner = inner
         self.fixed_batch = batch_size
+        self.source = source
 
-    def train(self, mode: bool = True) -> ExportedModule:  # noqa: D102 - the mode does not apply
+    def train(self, mode: bool = True) -> GuardedModule:  # noqa: D102 - the mode does not apply
         self.training = mode
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with guarded(f"the forward pass of {self.source}"):
+            out = self._forward(x)
+        if isinstance(out, torch.Tensor) and not out.is_floating_point():
+            out = out.float()
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.fixed_batch
         if b is None or x.shape[0] == b:
             return self.inner(x)
@@ -84,6 +106,9 @@ class ExportedModule(nn.Module):
                 chunk = torch.cat([chunk, pad])
             outs.append(self.inner(chunk)[:n])
         return torch.cat(outs)
+
+
+ExportedModule = GuardedModule  # the name earlier releases used
 
 
 @dataclass
@@ -152,21 +177,32 @@ def _jsonable(obj: object) -> object:
     return json.loads(json.dumps(obj, default=str))
 
 
+def _refusal_reason(exc: Exception) -> str:
+    """What torch's weights-only unpickler refused, without its advice to load unsafely."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    blocked = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global[^\w]+([\w]+(?:\.[\w]+)+)", text)
+    if blocked:
+        return f"it names the Python object {blocked.group(1)}"
+    reason = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\. |\n|$)", text)
+    if reason and "Re-running" not in reason.group(1):
+        return reason.group(1)[:160]
+    return "it holds objects other than tensors and plain containers"
+
+
 def _safe_torch_load(source: str | Path | io.BytesIO, where: str) -> object:
+    if not isinstance(source, io.BytesIO) and zipfile.is_zipfile(source):
+        check_zip_sizes(source, error=ModelError)
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message opens with advice to load unsafely; quote only the unpickler's reason.
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        reason = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\. |\n|$)", text)
-        first = reason.group(1) if reason else (text.strip().splitlines() or [""])[0]
         raise ModelError(
-            f"{where}: refused: loading it would run arbitrary code (only tensors and plain containers are "
-            f"accepted; {first[:160]})"
+            f"{where}: refused: loading it would run arbitrary code ({_refusal_reason(exc)}; only tensors "
+            "and plain containers are accepted)"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        first = " ".join(str(exc).split())[:200]
         raise ModelError(
-            f"{where}: corrupt or unreadable PyTorch file ({type(exc).__name__}: {exc})"
+            f"{where}: corrupt or unreadable PyTorch file ({type(exc).__name__}: {first})"
         ) from None
 
 
@@ -241,6 +277,8 @@ def _check_export_archive(path: Path) -> None:
             if name in raw:
                 continue
             data = archive.read(info)
+            if name.startswith("models/") and name.endswith(".json"):
+                graphguard.check_export_json(data, str(path))  # operators, before anything loads them
             if name not in unpickled and (base in _EXPORT_TEXT_MEMBERS or _is_json(data)):
                 continue
             _safe_torch_load(io.BytesIO(data), f"{path} (member {info.filename.rsplit('/', 1)[-1]})")
@@ -282,11 +320,13 @@ def load_model(
     input_shape: tuple[int, ...] | None = None,
     arch_kwargs: dict | None = None,
     device: torch.device | str = "cpu",
+    trust_torchscript: bool = False,
 ) -> LoadedModel:
     """Load a model from any accepted format; the returned module is in eval mode on ``device``.
 
     ``arch`` (with ``num_classes`` and ``input_shape``) is needed only for a bare state_dict or a
-    safetensors file; native checkpoints carry their own metadata.
+    safetensors file; native checkpoints carry their own metadata. TorchScript is refused unless
+    ``trust_torchscript`` (see the module docstring).
     """
     path = Path(path)
     if not path.is_file():
@@ -294,26 +334,9 @@ def load_model(
     digest = sha256_file(path)
     kind = _sniff(path)
     if kind == "export":
-        _check_export_archive(path)
-        try:
-            program = torch.export.load(str(path))
-            inner = program.module()
-        except Exception as exc:  # the exporter raises many types on corrupt archives
-            raise ModelError(
-                f"{path}: cannot load torch.export archive ({type(exc).__name__}: {exc})"
-            ) from None
-        module: nn.Module = ExportedModule(inner, _infer_export_batch(program))
-        loaded = LoadedModel(
-            module, str(path), digest, "export", num_classes=num_classes, input_shape=input_shape
-        )
+        loaded = LoadedModel(_load_export(path), str(path), digest, "export")
     elif kind == "torchscript":
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise ModelError(f"{path}: cannot load TorchScript file ({type(exc).__name__}: {exc})") from None
-        loaded = LoadedModel(
-            module, str(path), digest, "torchscript", num_classes=num_classes, input_shape=input_shape
-        )
+        loaded = LoadedModel(_load_torchscript(path, trust_torchscript), str(path), digest, "torchscript")
     elif kind == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -326,26 +349,106 @@ def load_model(
             state, path, digest, "safetensors", arch, num_classes, input_shape, arch_kwargs
         )
     else:
-        obj = _safe_torch_load(path, str(path))
-        if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-            loaded = _from_native(obj, path, digest)
-        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            loaded = _from_state_dict(
-                obj["state_dict"], path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs
-            )
-        elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            loaded = _from_state_dict(
-                obj, path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs
-            )
-        else:
-            raise ModelError(
-                f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict; "
-                "export the model with "
-                "torch.export or TorchScript, or save its state_dict and pass --arch"
-            )
+        loaded = _load_torch_file(path, digest, arch, num_classes, input_shape, arch_kwargs)
+    if loaded.format in ("export", "torchscript"):
+        loaded.num_classes, loaded.input_shape = num_classes, input_shape
     loaded.module.to(device)
     loaded.module.eval()
     return loaded
+
+
+def _load_export(path: Path) -> GuardedModule:
+    check_zip_sizes(path, error=ModelError)
+    _check_export_archive(path)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # the exporter raises many types on corrupt archives
+        raise ModelError(f"{path}: cannot load torch.export archive ({type(exc).__name__}: {exc})") from None
+    graphguard.check_graph_module(program.graph_module, str(path))
+    kinds = {spec.kind.name for spec in program.graph_signature.output_specs}
+    if kinds - {"USER_OUTPUT"}:
+        raise ModelError(
+            f"{path}: refused: the program changes its own state when queried ({', '.join(sorted(kinds))}); "
+            "export the model in eval mode"
+        )
+    try:
+        inner = program.module()
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load torch.export archive ({type(exc).__name__}: {exc})") from None
+    return GuardedModule(inner, _infer_export_batch(program), source=str(path))
+
+
+def _load_torchscript(path: Path, trusted: bool) -> GuardedModule:
+    if not trusted:
+        raise ModelError(
+            f"{path}: refused: a TorchScript file can run its own code while it loads and is not sandboxed; "
+            "export the model with torch.export (.pt2), or pass --trust-torchscript if you trust its source"
+        )
+    check_zip_sizes(path, error=ModelError)
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load TorchScript file ({type(exc).__name__}: {exc})") from None
+    graphguard.check_torchscript(module, str(path))
+    return GuardedModule(module, source=str(path))
+
+
+def _load_torch_file(path, digest, arch, num_classes, input_shape, arch_kwargs) -> LoadedModel:
+    obj = _safe_torch_load(path, str(path))
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return _from_native(obj, path, digest)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return _from_state_dict(obj, path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs)
+    raise ModelError(
+        f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict; export the model with "
+        "torch.export, or save its state_dict and pass --arch"
+    )
+
+
+MAX_CLASSES = 100_000
+MAX_INPUT_ELEMENTS = 50_000_000
+MAX_ARCH_OPTION = 100_000
+
+
+def check_model_metadata(num_classes: object, input_shape: object, arch_kwargs: object, where: str) -> None:
+    """Refuse metadata that would build an absurd model (a checkpoint's metadata is untrusted)."""
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int)
+        or not 1 <= num_classes <= MAX_CLASSES
+    ):
+        raise ModelError(
+            f"{where}: num_classes must be an integer in [1, {MAX_CLASSES}], got {num_classes!r}"
+        )
+    shape = list(input_shape) if isinstance(input_shape, list | tuple) else None
+    if (
+        not shape
+        or len(shape) > 4
+        or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)
+        or math.prod(shape) > MAX_INPUT_ELEMENTS
+    ):
+        raise ModelError(
+            f"{where}: input_shape must be 1 to 4 positive integers of moderate size, got {input_shape!r}"
+        )
+    _check_options(arch_kwargs, where, depth=0)
+
+
+def _check_options(options: object, where: str, depth: int) -> None:
+    """Architecture options: a small mapping of scalars, short lists and (nested once) mappings."""
+    if not isinstance(options, dict) or len(options) > 32 or depth > 2:
+        raise ModelError(f"{where}: architecture options must be a small mapping, got {options!r:.80}")
+    for key, value in options.items():
+        values = value if isinstance(value, list) and len(value) <= 64 else [value]
+        for item in values:
+            if isinstance(item, dict):
+                _check_options(item, where, depth + 1)
+                continue
+            number = isinstance(item, int | float) and not isinstance(item, bool)
+            scalar = isinstance(item, bool | int | float | str | type(None))
+            if not isinstance(key, str) or not scalar or (number and not abs(item) <= MAX_ARCH_OPTION):
+                raise ModelError(f"{where}: architecture option {key!r}={value!r:.80} is not accepted")
 
 
 def _from_native(obj: dict, path: Path, digest: str) -> LoadedModel:
@@ -353,12 +456,17 @@ def _from_native(obj: dict, path: Path, digest: str) -> LoadedModel:
     if version != CHECKPOINT_VERSION:
         raise ModelError(f"{path}: checkpoint format version {version!r} is not supported (expected 1)")
     try:
-        arch, kwargs = obj["arch"], dict(obj.get("arch_kwargs") or {})
-        num_classes, shape = int(obj["num_classes"]), tuple(int(s) for s in obj["input_shape"])
+        arch, kwargs = obj["arch"], obj.get("arch_kwargs") or {}
+        num_classes, shape = obj["num_classes"], obj["input_shape"]
         state = obj["state_dict"]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ModelError(f"{path}: checkpoint metadata is incomplete ({exc})") from None
-    module = build_model(arch, num_classes=num_classes, input_shape=shape, **kwargs)
+    check_model_metadata(num_classes, shape, kwargs, str(path))
+    kwargs, shape = dict(kwargs), tuple(shape)
+    try:
+        module = build_model(arch, num_classes=num_classes, input_shape=shape, **kwargs)
+    except TypeError as exc:
+        raise ModelError(f"{path}: architecture options do not fit {arch!r} ({exc})") from None
     _load_state(module, state, path)
     meta = {"provenance": obj.get("provenance", {}), "extra": obj.get("extra", {})}
     return LoadedModel(module, str(path), digest, "native", arch, kwargs, num_classes, shape, meta)
