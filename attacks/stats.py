@@ -415,12 +415,7 @@ def evaluate_attack(
     if n_bootstrap == 0:
         all_notes.append("no confidence intervals: n_bootstrap=0")
     n_distinct, tied_share = tie_profile(np.concatenate([member, nonmember]))
-    degenerate = n_distinct < DEGENERATE_MIN_DISTINCT or tied_share > DEGENERATE_MAX_TIED_SHARE
-    if degenerate:
-        all_notes.append(
-            f"degenerate signal: {n_distinct} distinct values, {tied_share:.0%} of scores tied; "
-            "it cannot show membership, so the test is inconclusive"
-        )
+    degenerate = _is_degenerate(n_distinct, tied_share, all_notes)
     if min(n1, n0) < 20:
         all_notes.append(f"very small sets ({n1} members, {n0} non-members): intervals are unreliable")
 
@@ -450,6 +445,17 @@ def evaluate_attack(
         tied_share=tied_share,
         degenerate=degenerate,
     )
+
+
+def _is_degenerate(n_distinct: int, tied_share: float, notes: list[str]) -> bool:
+    """Whether pooled scores with this tie profile are too few values to show membership (noted if so)."""
+    degenerate = n_distinct < DEGENERATE_MIN_DISTINCT or tied_share > DEGENERATE_MAX_TIED_SHARE
+    if degenerate:
+        notes.append(
+            f"degenerate signal: {n_distinct} distinct values, {tied_share:.0%} of scores tied; "
+            "it cannot show membership, so the test is inconclusive"
+        )
+    return degenerate
 
 
 def _intervals(
