@@ -313,14 +313,17 @@ def ulira_calibrated(
     example's own reference standard deviation:
     ``score = (target - (a + b * mean_ref)) / std_ref``.
 
-    Why this order: a temperature multiplies the raw logit-scaled confidence by (nearly) one
+    Why this order: a temperature divides the logit margin (``Signals.logit_margin``) by one
     common factor, which the line absorbs, so every residual shrinks by the same factor and
-    the standardised scores keep their order; the AUC does not move. Fitting the line after
+    the standardised scores keep their order; the AUC does not move. Pass that signal: the
+    logit-scaled confidence is not scaled but reshaped by a temperature (best rival at
+    ``T = 1``, mean of all rivals at large ``T``), and still loses part of its AUC
+    (``tests/test_calibration.py`` gives the numbers). Fitting the line after
     standardising (``ulira_scores`` followed by a line on the scores) lets a large
     temperature push every score towards ``-mean_ref / std_ref``, a function of the
     references alone, and the AUC falls towards 0.5 (issue #12).
 
-    Args and raises: as :func:`ulira_scores`.
+    Args and raises: as :func:`ulira_scores`, for any signal (the logit margin, see above).
 
     Returns:
         ``(forget_scores (n_f,), test_scores (n_t,))``, float64, higher = more member-like.

@@ -2,7 +2,7 @@
 
 Zarifzadeh et al., "Low-Cost High-Power Membership Inference Attacks" (ICML 2024, arXiv
 2312.03262), on the true-class probability (:func:`rmia`), and in a calibrated form on the
-logit-scaled confidence (:func:`rmia_calibrated`) that an audited model cannot game by
+logit margin (:func:`rmia_calibrated`) that an audited model cannot game by
 changing its temperature. Like the LiRA family it returns one float64 score per example,
 higher = more member-like.
 """
@@ -145,30 +145,33 @@ def rmia_calibrated(
     assumes that the target and the references are calibrated alike. A temperature breaks
     that: at a large temperature every target probability is close to ``1 / classes``, each
     ratio becomes ``1 / (classes * Pr(x))``, a function of the references alone, and the
-    forget set is no longer told apart. Here the ratio is taken on the raw logit-scaled
-    confidence ``c`` instead, after the calibration line of :mod:`attacks.calibration`:
+    forget set is no longer told apart. Here the ratio is taken on a raw signal ``c`` that a
+    temperature only scales, the logit margin (``Signals.logit_margin``), after the
+    calibration line of :mod:`attacks.calibration`:
 
-    * the line ``c_target ~ a + b * mean_ref`` is fitted on the test rows, which no model
+    * the line ``c_target ~ u + v * mean_ref`` is fitted on the test rows, which no model
       trained on (they are RMIA's population z as well as the non-members scored);
-    * ``log LR(x) = (c_target(x) - (a + b * mean_ref(x))) / s``: what the target shows
+    * ``log LR(x) = (c_target(x) - (u + v * mean_ref(x))) / s``: what the target shows
       beyond what a non-member with x's references is expected to show, in units of ``s``,
       the standard deviation of the population's residuals;
     * ``score(x) = Pr_z[LR(x) / LR(z) > gamma]``, the fraction of the test rows z whose
       log-ratio lies below ``log LR(x) - log gamma``, exactly as in :func:`rmia`.
 
-    Why this form: a temperature scales the raw logit-scaled confidence by (nearly) one
-    common factor; the line absorbs it, the residuals and ``s`` shrink together, and
-    ``log LR`` does not change. The offline coefficient ``a`` of :func:`rmia` is not needed:
-    the line, fitted where membership is known to be absent, is what ``a`` approximates.
+    Why this form: a temperature divides the logit margin by one common factor; the line
+    absorbs it, the residuals and ``s`` shrink together, and ``log LR`` does not change. The
+    offline coefficient ``a`` of :func:`rmia` is not needed: the line, fitted where
+    membership is known to be absent, is what ``a`` approximates. A rank comparison alone
+    (without the line) would not do: the reference mean in the ratio's denominator would
+    still be compared with a target of another calibration.
     The reference models must not have trained on any forget or test example (as in
     :func:`attacks.lira.ulira_scores`). ``gamma >= 1`` is required so that a test row never
     counts as beating itself: forget and test rows are then scored by one and the same
     function of their log-ratio, as a fair AUC needs.
 
     Args:
-        target_forget: (n_f,) target-model logit-scaled confidence on the forget set.
+        target_forget: (n_f,) target-model logit margin on the forget set.
         ref_forget: (n_f, R) the same under R >= 1 reference models.
-        target_test: (n_t,) target-model logit-scaled confidence on the test (population) set.
+        target_test: (n_t,) target-model logit margin on the test (population) set.
         ref_test: (n_t, R) the same under the same R reference models.
         gamma: likelihood-ratio threshold, >= 1 (default 1.0: the score is then the rank of
             x's log-ratio among the population's).
