@@ -72,3 +72,19 @@ def readonly_copy(value: object, dtype: type[np.generic]) -> np.ndarray:
     a = np.array(value, dtype=dtype, copy=True, order="C")
     a.setflags(write=False)
     return a
+
+
+def forget_and_test(
+    target_forget: object, ref_forget: object, target_test: object, ref_test: object
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four arrays of a forget-versus-test audit, checked; both sets scored by the same R references."""
+    tf = float_vector("target_forget", target_forget)
+    tt = float_vector("target_test", target_test)
+    rf = float_matrix("ref_forget", ref_forget, tf.shape[0], "target_forget")
+    rt = float_matrix("ref_test", ref_test, tt.shape[0], "target_test")
+    if rf.shape[1] != rt.shape[1]:
+        raise DataError(
+            f"ref_forget and ref_test must come from the same reference models, got R={rf.shape[1]} "
+            f"and R={rt.shape[1]} columns"
+        )
+    return tf, rf, tt, rt

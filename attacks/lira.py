@@ -17,10 +17,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks._arrays import bool_mask, float_matrix, float_vector
-from unlearn_audit.errors import ConfigError, DataError
+from attacks._arrays import bool_mask, float_matrix, float_vector, forget_and_test
+from attacks.calibration import fit_line_on_nonmembers
+from unlearn_audit.errors import ConfigError
 
-__all__ = ["STD_FLOOR", "Gaussian", "fit_out_gaussian", "lira_offline", "lira_online", "ulira_scores"]
+__all__ = [
+    "STD_FLOOR",
+    "Gaussian",
+    "fit_out_gaussian",
+    "lira_offline",
+    "lira_online",
+    "ulira_calibrated",
+    "ulira_scores",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -279,15 +288,48 @@ def ulira_scores(
         DataError: wrong shapes or non-finite values, or different R for forget and test.
         ConfigError: R < 2.
     """
-    tf = float_vector("target_forget", target_forget)
-    tt = float_vector("target_test", target_test)
-    rf = float_matrix("ref_forget", ref_forget, tf.shape[0], "target_forget")
-    rt = float_matrix("ref_test", ref_test, tt.shape[0], "target_test")
-    if rf.shape[1] != rt.shape[1]:
-        raise DataError(
-            f"ref_forget and ref_test must come from the same reference models, got R={rf.shape[1]} "
-            f"and R={rt.shape[1]} columns"
-        )
+    tf, rf, tt, rt = forget_and_test(target_forget, ref_forget, target_test, ref_test)
     out = fit_out_gaussian(np.concatenate([rf, rt]), fix_variance=fix_variance)
     scores = out.standardise(np.concatenate([tf, tt]))
+    return scores[: tf.shape[0]], scores[tf.shape[0] :]
+
+
+def ulira_calibrated(
+    target_forget: np.ndarray,
+    ref_forget: np.ndarray,
+    target_test: np.ndarray,
+    ref_test: np.ndarray,
+    *,
+    fix_variance: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """U-LiRA scores of :func:`ulira_scores` with the target's calibration taken out first.
+
+    The audited model may be calibrated differently from the reference models (honestly, or
+    by a supplier who divides its logits by a temperature to flatten every score). Each
+    example's signal is therefore first compared with the line
+    ``target ~ a + b * mean_ref`` fitted on the TEST rows only
+    (:func:`attacks.calibration.fit_line_on_nonmembers`; flat at the test mean when every
+    test row has the same reference mean), and the residual is then standardised by the
+    example's own reference standard deviation:
+    ``score = (target - (a + b * mean_ref)) / std_ref``.
+
+    Why this order: a temperature divides the logit margin (``Signals.logit_margin``) by one
+    common factor, which the line absorbs, so every residual shrinks by the same factor and
+    the standardised scores keep their order; the AUC does not move. Pass that signal: the
+    logit-scaled confidence is not scaled but reshaped by a temperature (best rival at
+    ``T = 1``, mean of all rivals at large ``T``), and still loses part of its AUC
+    (``tests/test_calibration.py`` gives the numbers). Fitting the line after
+    standardising (``ulira_scores`` followed by a line on the scores) lets a large
+    temperature push every score towards ``-mean_ref / std_ref``, a function of the
+    references alone, and the AUC falls towards 0.5 (issue #12).
+
+    Args and raises: as :func:`ulira_scores`, for any signal (the logit margin, see above).
+
+    Returns:
+        ``(forget_scores (n_f,), test_scores (n_t,))``, float64, higher = more member-like.
+    """
+    tf, rf, tt, rt = forget_and_test(target_forget, ref_forget, target_test, ref_test)
+    out = fit_out_gaussian(np.concatenate([rf, rt]), fix_variance=fix_variance)
+    line = fit_line_on_nonmembers(tt, out.mean[tf.shape[0] :])
+    scores = (np.concatenate([tf, tt]) - line.predict(out.mean)) / out.std
     return scores[: tf.shape[0]], scores[tf.shape[0] :]

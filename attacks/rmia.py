@@ -1,8 +1,10 @@
 """RMIA: per-example membership scores from likelihood ratios against a population.
 
 Zarifzadeh et al., "Low-Cost High-Power Membership Inference Attacks" (ICML 2024, arXiv
-2312.03262), on the true-class probability. Like the LiRA family it returns one float64
-score per example, higher = more member-like.
+2312.03262), on the true-class probability (:func:`rmia`), and in a calibrated form on the
+logit margin (:func:`rmia_calibrated`) that an audited model cannot game by
+changing its temperature. Like the LiRA family it returns one float64 score per example,
+higher = more member-like.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import logging
 
 import numpy as np
 
-from attacks._arrays import bool_mask, check_probabilities, float_matrix, float_vector
+from attacks._arrays import bool_mask, check_probabilities, float_matrix, float_vector, forget_and_test
+from attacks.calibration import fit_line_on_nonmembers
 from unlearn_audit.errors import ConfigError, DataError
 
-__all__ = ["rmia"]
+__all__ = ["rmia", "rmia_calibrated"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,3 +129,73 @@ def rmia(
     # ratio_x / ratio_z > gamma  <=>  ratio_z < ratio_x / gamma  (ratios are >= 0)
     counts = np.searchsorted(ratio_z, ratio_x / gamma, side="left")
     return counts.astype(np.float64) / tz.shape[0]
+
+
+def rmia_calibrated(
+    target_forget: np.ndarray,
+    ref_forget: np.ndarray,
+    target_test: np.ndarray,
+    ref_test: np.ndarray,
+    *,
+    gamma: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """RMIA's population comparison on a likelihood ratio the target's calibration cannot move.
+
+    :func:`rmia` divides the target's true-class probability by the references' mean, so it
+    assumes that the target and the references are calibrated alike. A temperature breaks
+    that: at a large temperature every target probability is close to ``1 / classes``, each
+    ratio becomes ``1 / (classes * Pr(x))``, a function of the references alone, and the
+    forget set is no longer told apart. Here the ratio is taken on a raw signal ``c`` that a
+    temperature only scales, the logit margin (``Signals.logit_margin``), after the
+    calibration line of :mod:`attacks.calibration`:
+
+    * the line ``c_target ~ u + v * mean_ref`` is fitted on the test rows, which no model
+      trained on (they are RMIA's population z as well as the non-members scored);
+    * ``log LR(x) = (c_target(x) - (u + v * mean_ref(x))) / s``: what the target shows
+      beyond what a non-member with x's references is expected to show, in units of ``s``,
+      the standard deviation of the population's residuals;
+    * ``score(x) = Pr_z[LR(x) / LR(z) > gamma]``, the fraction of the test rows z whose
+      log-ratio lies below ``log LR(x) - log gamma``, exactly as in :func:`rmia`.
+
+    Why this form: a temperature divides the logit margin by one common factor; the line
+    absorbs it, the residuals and ``s`` shrink together, and ``log LR`` does not change. The
+    offline coefficient ``a`` of :func:`rmia` is not needed: the line, fitted where
+    membership is known to be absent, is what ``a`` approximates. A rank comparison alone
+    (without the line) would not do: the reference mean in the ratio's denominator would
+    still be compared with a target of another calibration.
+    The reference models must not have trained on any forget or test example (as in
+    :func:`attacks.lira.ulira_scores`). ``gamma >= 1`` is required so that a test row never
+    counts as beating itself: forget and test rows are then scored by one and the same
+    function of their log-ratio, as a fair AUC needs.
+
+    Args:
+        target_forget: (n_f,) target-model logit margin on the forget set.
+        ref_forget: (n_f, R) the same under R >= 1 reference models.
+        target_test: (n_t,) target-model logit margin on the test (population) set.
+        ref_test: (n_t, R) the same under the same R reference models.
+        gamma: likelihood-ratio threshold, >= 1 (default 1.0: the score is then the rank of
+            x's log-ratio among the population's).
+
+    Returns:
+        ``(forget_scores (n_f,), test_scores (n_t,))`` in [0, 1], higher = more member-like.
+
+    Raises:
+        DataError: wrong shapes, non-finite values, different R for forget and test, no test row.
+        ConfigError: ``gamma`` < 1 or not finite.
+    """
+    if not np.isfinite(gamma) or gamma < 1.0:
+        raise ConfigError(f"gamma must be a number >= 1, got {gamma!r}")
+    tf, rf, tt, rt = forget_and_test(target_forget, ref_forget, target_test, ref_test)
+    if tt.shape[0] == 0:
+        raise DataError("target_test must hold at least one population point, got 0")
+    line = fit_line_on_nonmembers(tt, rt.mean(axis=1))
+    res_f, res_t = tf - line.predict(rf.mean(axis=1)), tt - line.predict(rt.mean(axis=1))
+    spread = float(res_t.std())
+    scale = spread if spread > 0 else 1.0
+    population = np.sort(res_t / scale)
+    log_gamma = float(np.log(gamma))
+
+    def score(res: np.ndarray) -> np.ndarray:
+        return np.searchsorted(population, res / scale - log_gamma, side="left") / population.size
+
+    return score(res_f).astype(np.float64), score(res_t).astype(np.float64)

@@ -15,6 +15,15 @@ Signals (one value per example, ``z`` = logits, ``y`` = label, ``p = softmax(z)`
   USENIX Security 2021), with every ``log(1 - p_i)`` formed in log space.
 * ``logit_confidence``: ``log(p_y / (1 - p_y)) = z_y - logsumexp_{i != y} z_i``
   (Carlini et al., "Membership Inference Attacks From First Principles", S&P 2022).
+* ``logit_margin``: ``z_y - max_{i != y} z_i``, the label's logit over its best rival. Unlike
+  every signal above it is homogeneous in the logits: dividing them by a temperature ``T``
+  divides it by ``T`` exactly, a common factor that the calibration line of
+  :mod:`attacks.calibration` absorbs. The logit-scaled confidence is not: it follows the
+  best rival at ``T = 1`` but the mean of all rivals at large ``T``, a different and often
+  weaker signal, so an audited model could choose which one it shows. Per-example tests
+  against reference models (:func:`attacks.lira.ulira_calibrated`,
+  :func:`attacks.rmia.rmia_calibrated`) should use it. It is not one of ``SIGNAL_NAMES``
+  (the threshold and learned population attacks).
 
 Example::
 
@@ -123,6 +132,7 @@ class Signals:
     entropy: np.ndarray
     modified_entropy: np.ndarray
     logit_confidence: np.ndarray
+    logit_margin: np.ndarray
     labels: np.ndarray
     predictions: np.ndarray
 
@@ -260,6 +270,8 @@ def compute_signals(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np
     others[rows, y] = 0.0
     modified_entropy = -np.exp(log1m_y) * log_p_y - others.sum(axis=1)
     logit_confidence = z[rows, y] - lse_not_y
+    rivals = z.copy()
+    rivals[rows, y] = -np.inf
 
     return Signals(
         loss=loss,
@@ -267,6 +279,7 @@ def compute_signals(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np
         entropy=entropy,
         modified_entropy=modified_entropy,
         logit_confidence=logit_confidence,
+        logit_margin=z[rows, y] - rivals.max(axis=1),
         labels=y,
         predictions=top.astype(np.int64),
     )

@@ -16,6 +16,15 @@ MEMBER-LIKE; a threshold ``t`` calls an example a member when ``score >= t``.
 * ``auc_difference``: paired bootstrap for the AUC gap between two models scored on the
   same examples (e.g. unlearned vs retrained).
 
+No AUC interval is narrower than chance allows. The percentile bootstrap of a signal whose
+scores all tie is the single point 0.5, and a signal quantised to a few values shows less
+spread than the AUC of any honest signal has under the null; a model can thus hide behind
+its own ties (issue #12). Every AUC interval is therefore widened, where needed, to at least
+``z * null_auc_se(n1, n0)`` on each side of the estimate, the Mann-Whitney standard error
+under the null (``sqrt((n1 + n0 + 1) / (12 n1 n0))``), and every result says how many
+distinct values its scores take (``n_distinct``, ``tied_share``, ``degenerate``) so that a
+judge can refuse to pass a test that never measured anything.
+
 The bootstrap is vectorised: scores are mapped once to the ranks of their distinct values,
 and each replicate becomes a pair of histograms over those values (``np.bincount``), from
 which AUC, the ROC and TPR at a fixed FPR follow with cumulative sums, in O(n) per replicate.
@@ -30,7 +39,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
 from unlearn_audit.errors import ConfigError, DataError
 
@@ -39,8 +48,10 @@ __all__ = [
     "attacker_advantage",
     "auc_difference",
     "evaluate_attack",
+    "null_auc_se",
     "roc_auc",
     "roc_curve",
+    "tie_profile",
     "tpr_at_fpr",
 ]
 
@@ -54,6 +65,10 @@ _CHUNK_ELEMENTS = 2_000_000
 _ROC_PLOT_POINTS = 300
 #: FPRs at which TPR is commonly read off a plot; always on the down-sampling grid.
 _REPORTED_FPRS = np.array([1e-4, 1e-3, 1e-2, 1e-1])
+#: Fewer distinct pooled score values than this make a signal degenerate (a handful of levels).
+DEGENERATE_MIN_DISTINCT = 10
+#: A larger share of pooled scores equal to another score makes a signal degenerate.
+DEGENERATE_MAX_TIED_SHARE = 0.5
 
 
 # ----------------------------------------------------------------------------- validation
@@ -224,6 +239,39 @@ def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+# ----------------------------------------------------------------------------- floors and ties
+
+
+def null_auc_se(n1: int, n0: int) -> float:
+    """Standard error of the AUC of n1 members against n0 non-members when membership is invisible.
+
+    The variance of the Mann-Whitney statistic under the null, divided by ``(n1 n0)^2``:
+    ``(n1 + n0 + 1) / (12 n1 n0)``. It is also the Hanley-McNeil variance at AUC 0.5.
+    """
+    return math.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
+
+
+def _floored(
+    ci: tuple[float, float], estimate: float, half_width: float, bounds: tuple[float, float]
+) -> tuple[float, float]:
+    """``ci`` widened to at least ``estimate +/- half_width``, kept within the quantity's ``bounds``."""
+    low = max(bounds[0], min(ci[0], estimate - half_width))
+    high = min(bounds[1], max(ci[1], estimate + half_width))
+    return low, high
+
+
+def _z(level: float) -> float:
+    """The two-sided normal quantile of ``level`` (1.96 at 0.95)."""
+    return float(norm.ppf(0.5 + level / 2.0))
+
+
+def tie_profile(scores: np.ndarray) -> tuple[int, float]:
+    """``(distinct values, share of scores equal to at least one other score)`` of a score vector."""
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    tied = counts[inverse] > 1
+    return int(counts.size), float(tied.mean()) if scores.size else 0.0
+
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -268,7 +316,12 @@ class AttackResult:
 
     Intervals are ``(low, high)`` percentile-bootstrap intervals at ``level`` from
     ``n_bootstrap`` stratified replicates; ``None`` when ``n_bootstrap == 0`` or the point
-    estimate is undefined. ``tpr_at_01pct_fpr`` is TPR at 0.1% FPR; the TPR fields are
+    estimate is undefined. ``auc_ci`` is never narrower than ``z * null_auc_se`` on either
+    side of ``auc`` (within [0, 1]). ``n_distinct`` and ``tied_share`` describe the pooled
+    scores (:func:`tie_profile`); ``degenerate`` is true when they take fewer than
+    ``DEGENERATE_MIN_DISTINCT`` values or more than ``DEGENERATE_MAX_TIED_SHARE`` of them
+    tie: such a signal cannot show membership, so a test on it is inconclusive, never a pass.
+    ``tpr_at_01pct_fpr`` is TPR at 0.1% FPR; the TPR fields are
     ``None`` (with a note) when there are too few non-members for that FPR.
     ``roc_fpr``/``roc_tpr`` are down-sampled for plots; ``member_scores`` and
     ``nonmember_scores`` are the full score lists (higher = more member-like).
@@ -293,6 +346,9 @@ class AttackResult:
     n_bootstrap: int = 0
     level: float = 0.95
     seed: int = 0
+    n_distinct: int = 0
+    tied_share: float = 0.0
+    degenerate: bool = False
 
     def to_dict(self, include_scores: bool = False) -> dict[str, Any]:
         """A JSON-safe dict (tuples become lists, NaN/inf become ``None``).
@@ -355,17 +411,11 @@ def evaluate_attack(
                 f"non-members, got {n0}"
             )
 
-    cis: dict[str, tuple[float, float] | None] = {"auc": None, "advantage": None}
-    cis.update({field: None for field, _, _ in _FPR_TARGETS})
-    if n_bootstrap > 0:
-        boot = _bootstrap_all(member, nonmember, n_bootstrap=int(n_bootstrap), seed=int(seed))
-        cis["auc"] = _percentile_ci(boot["auc"], level)
-        cis["advantage"] = _percentile_ci(boot["advantage"], level)
-        for field, _, _ in _FPR_TARGETS:
-            if tprs[field] is not None:
-                cis[field] = _percentile_ci(boot[field], level)
-    else:
+    cis = _intervals(member, nonmember, auc, tprs, n_bootstrap=int(n_bootstrap), level=level, seed=int(seed))
+    if n_bootstrap == 0:
         all_notes.append("no confidence intervals: n_bootstrap=0")
+    n_distinct, tied_share = tie_profile(np.concatenate([member, nonmember]))
+    degenerate = _is_degenerate(n_distinct, tied_share, all_notes)
     if min(n1, n0) < 20:
         all_notes.append(f"very small sets ({n1} members, {n0} non-members): intervals are unreliable")
 
@@ -391,7 +441,46 @@ def evaluate_attack(
         n_bootstrap=int(n_bootstrap),
         level=float(level),
         seed=int(seed),
+        n_distinct=n_distinct,
+        tied_share=tied_share,
+        degenerate=degenerate,
     )
+
+
+def _is_degenerate(n_distinct: int, tied_share: float, notes: list[str]) -> bool:
+    """Whether pooled scores with this tie profile are too few values to show membership (noted if so)."""
+    degenerate = n_distinct < DEGENERATE_MIN_DISTINCT or tied_share > DEGENERATE_MAX_TIED_SHARE
+    if degenerate:
+        notes.append(
+            f"degenerate signal: {n_distinct} distinct values, {tied_share:.0%} of scores tied; "
+            "it cannot show membership, so the test is inconclusive"
+        )
+    return degenerate
+
+
+def _intervals(
+    member: np.ndarray,
+    nonmember: np.ndarray,
+    auc: float,
+    tprs: dict[str, float | None],
+    *,
+    n_bootstrap: int,
+    level: float,
+    seed: int,
+) -> dict[str, tuple[float, float] | None]:
+    """Percentile intervals of AUC, advantage and the defined TPRs; the AUC's floored at the null SE."""
+    cis: dict[str, tuple[float, float] | None] = {"auc": None, "advantage": None}
+    cis.update({field: None for field, _, _ in _FPR_TARGETS})
+    if n_bootstrap == 0:
+        return cis
+    boot = _bootstrap_all(member, nonmember, n_bootstrap=n_bootstrap, seed=seed)
+    floor = _z(level) * null_auc_se(member.size, nonmember.size)
+    cis["auc"] = _floored(_percentile_ci(boot["auc"], level), auc, floor, (0.0, 1.0))
+    cis["advantage"] = _percentile_ci(boot["advantage"], level)
+    for field, _, _ in _FPR_TARGETS:
+        if tprs[field] is not None:
+            cis[field] = _percentile_ci(boot[field], level)
+    return cis
 
 
 def _bootstrap_all(
@@ -430,6 +519,9 @@ def auc_difference(
     one set of member and non-member indices and applies it to both models; the
     correlation between the two AUCs then cancels in the difference.
 
+    The interval is never narrower, on either side of the difference, than ``z`` times the
+    spread a tied model's bootstrap hides (see :func:`_hidden_se`).
+
     Returns:
         ``(difference, (low, high))``; the interval is ``None`` when ``n_bootstrap == 0``.
 
@@ -452,9 +544,25 @@ def auc_difference(
     ranked_a, ranked_b = _Ranked.of(ma, na), _Ranked.of(mb, nb)
     width = max(ranked_a.n_values, ranked_b.n_values)
     rng = np.random.default_rng(int(seed))
-    parts = []
+    parts_a, parts_b = [], []
     for idx1, idx0 in _resamples(rng, n1, n0, int(n_bootstrap), width):
-        auc_a = _auc_from_histograms(*ranked_a.histograms(idx1, idx0), n1, n0)
-        auc_b = _auc_from_histograms(*ranked_b.histograms(idx1, idx0), n1, n0)
-        parts.append(auc_a - auc_b)
-    return float(diff), _percentile_ci(np.concatenate(parts), level)
+        parts_a.append(_auc_from_histograms(*ranked_a.histograms(idx1, idx0), n1, n0))
+        parts_b.append(_auc_from_histograms(*ranked_b.histograms(idx1, idx0), n1, n0))
+    auc_a, auc_b = np.concatenate(parts_a), np.concatenate(parts_b)
+    floor = _z(level) * _hidden_se(auc_a, auc_b, null_auc_se(n1, n0))
+    return float(diff), _floored(_percentile_ci(auc_a - auc_b, level), float(diff), floor, (-1.0, 1.0))
+
+
+def _hidden_se(auc_a: np.ndarray, auc_b: np.ndarray, null_se: float) -> float:
+    """The standard error the bootstrap of a paired AUC difference may hide behind ties.
+
+    Each model's AUC varies by at least ``null_se`` under the null; a model whose scores tie
+    shows less (none at all when every score ties), and the difference then looks more
+    precise than it is. The floor adds back, for each model, the variance its own bootstrap
+    falls short of the null variance. It is ``sqrt(2) * null_se`` when both models tie
+    completely and about zero for two models with spread-out scores, so the covariance that
+    makes a paired interval narrow for two honest models (the reason for pairing) is kept;
+    a flat ``sqrt(se_a^2 + se_b^2)`` would discard it.
+    """
+    hidden = sum(max(0.0, null_se**2 - float(np.var(boot, ddof=1))) for boot in (auc_a, auc_b))
+    return math.sqrt(hidden)

@@ -258,3 +258,19 @@ def test_membership_scores_orientation_matrix_and_subset() -> None:
 def test_compute_signals_rejects_bad_input(logits: np.ndarray, labels: np.ndarray, match: str) -> None:
     with pytest.raises(DataError, match=match):
         compute_signals(logits, labels)
+
+
+def test_logit_margin_is_the_label_over_its_best_rival_and_scales_with_temperature() -> None:
+    z = np.array([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0]])
+    sig = compute_signals(z, np.array([0, 0]))
+    np.testing.assert_array_equal(sig.logit_margin, [1.5, -3.0])
+    rng = np.random.default_rng(3)
+    z, y = rng.normal(size=(50, 10)) * 4, rng.integers(0, 10, 50)
+    base = compute_signals(z, y)
+    for temperature in (5.0, 100.0):
+        hot = compute_signals(z / temperature, y)
+        np.testing.assert_allclose(hot.logit_margin, base.logit_margin / temperature, rtol=1e-12)
+    # The logit-scaled confidence is not homogeneous: its shape changes with the temperature.
+    ratio = compute_signals(z / 100.0, y).logit_confidence / base.logit_confidence
+    assert np.ptp(ratio) > 0.1
+    assert compute_signals(np.zeros((0, 3)), np.zeros(0, np.int64)).logit_margin.shape == (0,)

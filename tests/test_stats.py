@@ -12,11 +12,15 @@ from sklearn import metrics
 
 from attacks.stats import (
     AttackResult,
+    _bootstrap_all,
+    _percentile_ci,
     attacker_advantage,
     auc_difference,
     evaluate_attack,
+    null_auc_se,
     roc_auc,
     roc_curve,
+    tie_profile,
     tpr_at_fpr,
 )
 from unlearn_audit.errors import ConfigError, DataError
@@ -127,8 +131,10 @@ def test_vectorised_bootstrap_agrees_with_slow_loop() -> None:
         aucs.append(metrics.roc_auc_score(y, np.r_[m, nm]))
         advs.append(_brute_force_advantage(m, nm))
         tprs.append(_brute_force_tpr_at_fpr(m, nm, 0.01))
+    # The engine's own AUC percentiles (before the null-SE floor widens the reported interval).
+    boot_auc = _bootstrap_all(member, nonmember, n_bootstrap=2000, seed=1)["auc"]
     for ci, samples, tol in (
-        (res.auc_ci, aucs, 0.01),
+        (np.quantile(boot_auc, [0.025, 0.975]), aucs, 0.01),
         (res.advantage_ci, advs, 0.02),
         (res.tpr_at_1pct_fpr_ci, tprs, 0.03),
     ):
@@ -235,3 +241,75 @@ def test_paired_auc_difference() -> None:
 
     with pytest.raises(DataError, match="same examples"):
         auc_difference(ma, na, mb[:-1], nb, n_bootstrap=10)
+
+
+# ----------------------------------------------------------------------------- ties cannot narrow an interval
+
+
+def test_null_auc_se_by_hand() -> None:
+    # (n1 + n0 + 1) / (12 n1 n0): 3 members, 2 non-members -> 6 / 72 = 1/12.
+    assert null_auc_se(3, 2) == pytest.approx(math.sqrt(1.0 / 12.0), abs=1e-15)
+    # 60 and 60: 121 / 43200, i.e. 11 / sqrt(43200) = 0.0529238
+    assert null_auc_se(60, 60) == pytest.approx(0.0529238, abs=1e-7)
+
+
+def test_all_tied_scores_get_the_null_floor_and_are_degenerate() -> None:
+    # A one-hot copy of a model's predictions: every forget and test example gets the same
+    # score, the bootstrap replicates are all exactly 0.5, and the percentile interval alone
+    # would be [0.5, 0.5] (issue #12). With n1 = n0 = 60 at 95%: 1.959964 * 0.0529238 = 0.103729.
+    res = evaluate_attack("one-hot", np.full(60, 7.8), np.full(60, 7.8), n_bootstrap=200, seed=0)
+    assert res.auc == 0.5
+    low, high = res.auc_ci
+    assert low == pytest.approx(0.5 - 0.1037288, abs=1e-6) and high == pytest.approx(
+        0.5 + 0.1037288, abs=1e-6
+    )
+    assert (res.n_distinct, res.tied_share, res.degenerate) == (1, 1.0, True)
+    assert any(note.startswith("degenerate signal") for note in res.notes)
+    data = res.to_dict()
+    assert data["degenerate"] is True and data["n_distinct"] == 1
+
+
+def test_a_handful_of_levels_is_degenerate_but_spread_out_scores_are_not() -> None:
+    rng = np.random.default_rng(4)
+    quantised = evaluate_attack(
+        "q", rng.integers(0, 4, 300) * 1.0, rng.integers(0, 4, 300) * 1.0, n_bootstrap=0
+    )
+    assert quantised.degenerate and quantised.n_distinct == 4
+    # Many distinct values but most of them shared (3 copies of each): degenerate too.
+    copies = np.repeat(rng.normal(0, 1, 100), 3)
+    assert evaluate_attack("c", copies[:150], copies[150:], n_bootstrap=0).degenerate
+    honest = evaluate_attack("h", rng.normal(0.3, 1, 300), rng.normal(0, 1, 300), n_bootstrap=0)
+    assert (honest.n_distinct, honest.tied_share, honest.degenerate) == (600, 0.0, False)
+    assert tie_profile(np.array([1.0, 1.0, 2.0, 3.0])) == (3, 0.5)
+
+
+def test_floor_keeps_wide_bootstrap_intervals_unchanged_and_bounds_to_unit_interval() -> None:
+    rng = np.random.default_rng(8)
+    # Members far on both sides of the non-members: AUC near 0.5 but far more variable than
+    # under the null, so the bootstrap interval is wider than the floor and is kept as is.
+    member = np.r_[rng.normal(-3, 0.1, 40), rng.normal(3, 0.1, 40)]
+    nonmember = rng.normal(0, 1, 80)
+    res = evaluate_attack("wide", member, nonmember, n_bootstrap=500, seed=2)
+    raw = _percentile_ci(_bootstrap_all(member, nonmember, n_bootstrap=500, seed=2)["auc"], 0.95)
+    floor = 1.959964 * null_auc_se(80, 80)
+    assert raw[0] < res.auc - floor and raw[1] > res.auc + floor
+    assert res.auc_ci == raw
+    # A perfect attack: the floor applies below the estimate, the interval stops at 1.
+    perfect = evaluate_attack("p", rng.normal(9, 1, 50), rng.normal(0, 1, 50), n_bootstrap=200)
+    assert perfect.auc == 1.0 and perfect.auc_ci[1] == 1.0
+    assert perfect.auc_ci[0] == pytest.approx(1.0 - 1.959964 * null_auc_se(50, 50), abs=1e-6)
+
+
+def test_paired_difference_of_tied_models_gets_the_floor() -> None:
+    rng = np.random.default_rng(31)
+    n = 100
+    tied = np.zeros(n)
+    se = null_auc_se(n, n)
+    # Both models all ties: the floor is z * sqrt(se^2 + se^2).
+    diff, (low, high) = auc_difference(tied, tied, tied + 1, tied + 1, n_bootstrap=300, seed=0)
+    assert diff == 0.0
+    assert low == pytest.approx(-1.959964 * math.sqrt(2) * se, abs=1e-5) and high == pytest.approx(-low)
+    # One honest model against a tied one: at least the honest model's null spread.
+    honest_m, honest_n = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    diff, (low, high) = auc_difference(honest_m, honest_n, tied, tied, n_bootstrap=1000, seed=1)
+    assert high - diff >= 0.9 * 1.959964 * se and diff - low >= 0.9 * 1.959964 * se
