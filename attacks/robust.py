@@ -430,7 +430,8 @@ def robust_accuracy(
     mutated. Results are seeded by ``seed``.
 
     Args:
-        model: returns logits ``N x K``; normalisation inside.
+        model: returns logits ``N x K``; normalisation inside (integer or boolean scores are
+            cast to float, see ``FloatLogits``).
         x: ``N x C x H x W`` float in [0, 1] (any device; batches are moved to ``device``).
         y: ``N`` class indices in ``[0, num_classes)``.
         spec: the attack (see ``AttackSpec``; per-family defaults in ``attacks.threat``).

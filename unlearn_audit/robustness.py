@@ -198,7 +198,8 @@ def measure_robustness(
     """
     spec = pgd_spec(family, eps=eps, steps=steps, alpha=alpha)
     limits = MaskingThresholds(queries=search_queries)
-    run = dict(num_classes=num_classes, batch_size=batch_size, device=device, seed=seed)
+    batching = dict(batch_size=batch_size, device=device, seed=seed)
+    run = dict(num_classes=num_classes, **batching)
     start = time.perf_counter()
     outcome = evaluate_attack(module, data.x, data.y, spec, backend=backend, early_stop=True, **run)
     checked = time.perf_counter()
@@ -220,16 +221,7 @@ def measure_robustness(
     )
     rest = None
     if report.masked and m < len(data):
-        rest = search_correct(
-            module,
-            data.x[m:],
-            data.y[m:],
-            spec,
-            queries=search_queries,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-        )
+        rest = search_correct(module, data.x[m:], data.y[m:], spec, queries=search_queries, **batching)
     combined = _combine(outcome.robust_correct, report, rest, transfer)
     acc, racc = outcome.result.clean_accuracy, float(combined.correct.float().mean())
     return {
