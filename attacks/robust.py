@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,11 +27,14 @@ from torch import Tensor, nn
 from attacks.backends import check_run, make_attack
 from attacks.pgd import project
 from attacks.spec import AttackSpec, check_inputs
+from unlearn_audit.errors import ModelError
 
 __all__ = [
     "AttackOutcome",
+    "FloatLogits",
     "RobustResult",
     "adversarial_examples",
+    "as_float_logits",
     "attack_guard",
     "batches",
     "evaluate_attack",
@@ -90,6 +93,20 @@ class AttackOutcome:
         """Correct both clean and under attack: the examples R-ACC counts."""
         return self.clean_correct & self.adversarial_correct
 
+    def subset(self, index: Tensor) -> AttackOutcome:
+        """The outcome on the examples at ``index`` only, its accuracies recomputed on them."""
+        clean, adv = self.clean_correct[index], self.adversarial_correct[index]
+        acc, racc = share_of(clean), share_of(clean & adv)
+        result = replace(
+            self.result,
+            n=int(clean.shape[0]),
+            clean_accuracy=acc,
+            robust_accuracy=racc,
+            gap=acc - racc,
+            adversarial_accuracy=share_of(adv),
+        )
+        return AttackOutcome(result=result, clean_correct=clean, adversarial_correct=adv)
+
 
 @dataclass(frozen=True, kw_only=True)
 class _Run:
@@ -127,6 +144,36 @@ class _Run:
             seed=seed,
             early_stop=early_stop,
         )
+
+
+class FloatLogits(nn.Module):
+    """``model`` with its logits cast to float: attacks need a loss to differentiate and a margin.
+
+    A supplied model may return integer or boolean scores (a quantised head, a one-hot vote);
+    cross-entropy and the random search's margin refuse those, and the cast keeps their order,
+    so the attacks see the same decisions. Such outputs carry no gradient, which the masking
+    checks then report. An output that is not an ``N x K`` tensor is refused with a
+    ``ModelError`` naming the model's class.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ModelError(
+                f"model {type(self.model).__name__} must return logits of shape "
+                f"({x.shape[0]}, num_classes) for a batch of {x.shape[0]}; got {got}"
+            )
+        return out if out.is_floating_point() else out.float()
+
+
+def as_float_logits(model: nn.Module) -> nn.Module:
+    """``model`` wrapped in ``FloatLogits`` (once: a wrapped model is returned as it is)."""
+    return model if isinstance(model, FloatLogits) else FloatLogits(model)
 
 
 @contextlib.contextmanager
@@ -268,6 +315,7 @@ def evaluate_attack(
     )
     t0 = time.perf_counter()
     y_cpu = y.detach().cpu().long()
+    model = as_float_logits(model)
     with attack_guard(model, run.device):
         clean_ok = predict_labels(model, x, batch_size, run.device) == y_cpu
         x_adv, notes = _perturb(model, x, y_cpu, spec, run)
@@ -341,6 +389,7 @@ def adversarial_examples(
         seed=seed,
         early_stop=early_stop,
     )
+    model = as_float_logits(model)
     with attack_guard(model, run.device):
         x_adv, _ = _perturb(model, x, y.detach().cpu().long(), spec, run)
     return x_adv
@@ -381,7 +430,8 @@ def robust_accuracy(
     mutated. Results are seeded by ``seed``.
 
     Args:
-        model: returns logits ``N x K``; normalisation inside.
+        model: returns logits ``N x K``; normalisation inside (integer or boolean scores are
+            cast to float, see ``FloatLogits``).
         x: ``N x C x H x W`` float in [0, 1] (any device; batches are moved to ``device``).
         y: ``N`` class indices in ``[0, num_classes)``.
         spec: the attack (see ``AttackSpec``; per-family defaults in ``attacks.threat``).

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from attacks.spec import AttackSpec, check_choice, check_count, check_eps
 
-__all__ = ["FAMILIES", "THREAT_MODELS", "ThreatModel", "pgd_spec", "threat_model"]
+__all__ = ["FAMILIES", "THREAT_MODELS", "ThreatModel", "infer_family", "pgd_spec", "threat_model"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,3 +65,35 @@ def pgd_spec(
     """The PGD L-inf attack (random start) of ``threat_model(family, ...)``."""
     threat = threat_model(family, eps=eps, steps=steps, alpha=alpha)
     return AttackSpec.pgd(threat.eps, threat.alpha, threat.steps)
+
+
+# Grey image sizes of the MNIST-like family: MNIST / Fashion-MNIST (28 x 28) and sklearn digits (8 x 8).
+_GREY_SIZES = ((28, 28), (8, 8))
+
+
+def infer_family(x: Tensor) -> tuple[str, str]:
+    """The threat-model family the data looks like, and why: judged from the tensor, not its name.
+
+    A data set's name says little (a file called ``mnist.npz`` may hold anything), while the
+    threat model must fit what the pixels are: eps 0.3 is right for grey digits in [0, 1] and
+    absurd for colour photographs. So: ``"mnist"`` for single-channel 28 x 28 or 8 x 8 images in
+    [0, 1], ``"cifar"`` for three-channel images in [0, 1], ``"other"`` for anything else, with a
+    reason a report can show.
+    """
+    if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[0] == 0:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        return "other", f"inputs are not a non-empty batch of N x C x H x W images (shape {shape})"
+    if not x.is_floating_point():
+        return "other", f"inputs are {x.dtype}, not floating-point pixels in [0, 1]"
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        return "other", f"pixel values span [{lo:.4g}, {hi:.4g}], not [0, 1]"
+    channels, size = int(x.shape[1]), (int(x.shape[2]), int(x.shape[3]))
+    if channels == 1 and size in _GREY_SIZES:
+        return "mnist", f"single-channel {size[0]}x{size[1]} images in [0, 1]: the MNIST-like threat model"
+    if channels == 3:
+        return "cifar", f"three-channel {size[0]}x{size[1]} images in [0, 1]: the natural-image threat model"
+    return (
+        "other",
+        f"{channels}-channel {size[0]}x{size[1]} images fit neither the MNIST-like nor the CIFAR-like case",
+    )

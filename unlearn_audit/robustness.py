@@ -1,25 +1,168 @@
 """Robust accuracy of one model as the audit reports it: ACC, R-ACC and Gap = ACC - R-ACC.
 
 The attack is PGD L-inf (Madry et al.) with the data family's threat model from
-``attacks.threat`` (overriding ``steps`` or ``eps`` without ``alpha`` re-derives the step there).
-The adversarial inputs come from ``attacks.robust.adversarial_examples``, the one entry point of
-every back-end; the ``native`` one stops early per example, which only saves time.
+``attacks.threat`` (overriding ``steps`` or ``eps`` without ``alpha`` re-derives the step there),
+run by ``attacks.robust.evaluate_attack``; the ``native`` back-end stops early per example, which
+only saves time.
+
+A PGD number alone can be faked: a model whose forward pass detaches its output, rounds its
+input or answers with a one-hot vote gives PGD no gradient, and looks robust. So every
+measurement also runs the gradient-masking checks of ``attacks.masking`` on a small subset. When
+one fails, PGD is not trusted alone: a gradient-free random search (and, when given, inputs
+crafted on another model, a transfer attack) attack every example, and an example counts as
+robust only if no attack fools it. When even that cannot be trusted, the result says why in
+``inconclusive_reason`` instead of reporting a number as robustness.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from attacks.robust import adversarial_examples
+from attacks.masking import MaskingReport, MaskingThresholds, inspect_attack, search_correct
+from attacks.pgd import project
+from attacks.robust import (
+    adversarial_examples,
+    as_float_logits,
+    attack_guard,
+    evaluate_attack,
+    predict_labels,
+)
+from attacks.spec import AttackSpec
 from attacks.threat import pgd_spec
 from unlearn_audit.data import TensorSet
-from unlearn_audit.training import predict
+from unlearn_audit.errors import DataError
 
-__all__ = ["measure_robustness", "pgd_spec"]
+__all__ = ["MASKING_SAMPLES", "MIN_SEARCH_QUERIES", "measure_robustness", "pgd_spec", "transfer_examples"]
+
+# Examples the masking checks look at: enough to see a systematic effect, cheap on any model.
+MASKING_SAMPLES = 64
+# Below this many queries per example a random search says little about a model PGD cannot
+# attack; with such a budget and no transfer attack the result is inconclusive.
+MIN_SEARCH_QUERIES = 100
+
+
+def transfer_examples(
+    original: nn.Module,
+    data: TensorSet,
+    *,
+    family: str,
+    num_classes: int,
+    eps: float | None = None,
+    steps: int | None = None,
+    alpha: float | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> Tensor:
+    """PGD adversarial inputs crafted on ``original`` for ``data``, to pass as ``transfer_from``.
+
+    Craft them once and reuse them for every audited model: an unlearned model shares most of
+    the original's weights, so inputs that fool the original usually fool it too, whatever its
+    forward pass does to gradients. All steps are taken (no early stop): inputs pushed further
+    past the decision boundary transfer better.
+    """
+    spec = pgd_spec(family, eps=eps, steps=steps, alpha=alpha)
+    return adversarial_examples(
+        original,
+        data.x,
+        data.y,
+        spec,
+        backend="native",
+        num_classes=num_classes,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+    )
+
+
+def _transfer_correct(
+    module: nn.Module, transfer_from: Tensor, data: TensorSet, spec: AttackSpec, batch_size: int, device
+) -> Tensor:
+    """Per example, whether ``module`` classifies its transferred input correctly (CPU bool).
+
+    The inputs are projected onto the threat model around ``data.x`` first, so a transfer source
+    cannot smuggle in a larger perturbation than PGD may use.
+    """
+    if not isinstance(transfer_from, Tensor) or tuple(transfer_from.shape) != tuple(data.x.shape):
+        got = (
+            tuple(transfer_from.shape) if isinstance(transfer_from, Tensor) else type(transfer_from).__name__
+        )
+        raise DataError(
+            f"transfer_from must be adversarial inputs shaped like the attacked data "
+            f"{tuple(data.x.shape)}; got {got}"
+        )
+    x_t = project(transfer_from.detach().cpu().to(data.x.dtype), data.x.detach().cpu(), spec.eps, spec.norm)
+    dev = torch.device(device)
+    model = as_float_logits(module)
+    with attack_guard(model, dev):
+        return predict_labels(model, x_t, batch_size, dev) == data.y.detach().cpu().long()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Combined:
+    """Per-example robustness after every attack that was needed, and what ran."""
+
+    correct: Tensor
+    attacks: tuple[str, ...]
+    fallback: str | None
+
+
+def _combine(
+    robust: Tensor, report: MaskingReport, rest_search: Tensor | None, transfer: Tensor | None
+) -> _Combined:
+    """PGD alone when no check failed; else an example is robust only if no attack fools it."""
+    if not report.masked:
+        return _Combined(correct=robust, attacks=("pgd",), fallback=None)
+    searched = (
+        report.search_correct if rest_search is None else torch.cat([report.search_correct, rest_search])
+    )
+    correct, used = robust & searched, ["random_search"]
+    if transfer is not None:
+        correct, used = correct & transfer, [*used, "transfer"]
+    return _Combined(correct=correct, attacks=("pgd", *used), fallback="+".join(used))
+
+
+def _inconclusive_reason(report: MaskingReport, *, queries: int, transfer: bool) -> str | None:
+    """Why even the fallback's robust accuracy cannot be trusted, or None when it can."""
+    if report.randomised:
+        return (
+            "the model's forward pass is randomised (two clean passes disagree): its robust accuracy "
+            "needs an expectation-over-transformation attack, which this audit does not run"
+        )
+    if report.gradient_unusable and not transfer and report.flat_share > 0.5:
+        return (
+            f"gradient attacks are blind on this model and its scores do not move under random "
+            f"perturbations for {report.flat_share:.0%} of the examples (hard labels), so the "
+            f"gradient-free search gets no signal; a transfer attack from a reference model is needed"
+        )
+    if report.gradient_unusable and not transfer and queries < MIN_SEARCH_QUERIES:
+        return (
+            f"gradient attacks are blind on this model and the gradient-free search had only {queries} "
+            f"queries per example (at least {MIN_SEARCH_QUERIES} are needed), with no transfer attack "
+            f"to back it"
+        )
+    return None
+
+
+def _masking_entry(report: MaskingReport, queries: int, seconds: float) -> dict:
+    """The ``masking`` part of the result: the verdict, the failed checks and the evidence."""
+    transfer = report.transfer_robust_accuracy
+    return {
+        "masked": report.masked,
+        "flags": list(report.codes),
+        "detail": "; ".join(flag.message for flag in report.flags),
+        "n": report.n,
+        "queries": queries,
+        "pgd_robust_accuracy": round(report.robust_accuracy, 6),
+        "search_robust_accuracy": round(report.search_robust_accuracy, 6),
+        "transfer_robust_accuracy": None if transfer is None else round(transfer, 6),
+        "seconds": round(seconds, 3),
+    }
 
 
 def measure_robustness(
@@ -35,32 +178,52 @@ def measure_robustness(
     seed: int = 0,
     device: torch.device | str = "cpu",
     batch_size: int = 256,
+    transfer_from: Tensor | None = None,
+    masking_samples: int = MASKING_SAMPLES,
+    search_queries: int = 300,
 ) -> dict:
-    """Clean accuracy, PGD robust accuracy and their gap on ``data``, with per-example outcomes.
+    """Clean accuracy, robust accuracy and their gap on ``data``, with per-example outcomes.
 
-    An example counts as robust only if it is classified correctly both clean and under attack.
-    The ``native`` backend is our PGD with early stopping (an example is frozen at the first
-    iterate that fools the model); ``torchattacks`` and ``art`` run those libraries' PGD.
-    The model's modes, gradients and device are as before the call.
+    An example counts as robust only if it is classified correctly both clean and under attack
+    (``correct``, one 0/1 per example). ``masking`` reports the gradient-masking checks run on
+    the first ``masking_samples`` examples (a random search of ``search_queries`` queries per
+    example, FGSM, gradient health, a second clean pass, and the transfer attack when
+    ``transfer_from`` is given: inputs aligned with ``data``, e.g. from ``transfer_examples``).
+    When a check fails, ``robust_accuracy`` and ``correct`` also count the random search and the
+    transfer attack on every example (``fallback`` names them; ``pgd_robust_accuracy`` keeps the
+    PGD figure), and ``inconclusive_reason`` says when even that cannot be trusted.
+
+    Integer or boolean logits are cast to float. The model's modes, gradients and device are as
+    before the call.
     """
     spec = pgd_spec(family, eps=eps, steps=steps, alpha=alpha)
+    limits = MaskingThresholds(queries=search_queries)
+    batching = dict(batch_size=batch_size, device=device, seed=seed)
+    run = dict(num_classes=num_classes, **batching)
     start = time.perf_counter()
-    x_adv = adversarial_examples(
+    outcome = evaluate_attack(module, data.x, data.y, spec, backend=backend, early_stop=True, **run)
+    checked = time.perf_counter()
+    transfer = None
+    if transfer_from is not None:
+        transfer = _transfer_correct(module, transfer_from, data, spec, batch_size, device)
+    m = min(max(int(masking_samples), 1), len(data))
+    head = torch.arange(m)
+    report = inspect_attack(
         module,
-        data.x,
-        data.y,
+        data.x[:m],
+        data.y[:m],
         spec,
+        outcome.subset(head),
         backend=backend,
-        num_classes=num_classes,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        early_stop=True,
+        thresholds=limits,
+        transfer_correct=None if transfer is None else transfer[:m],
+        **run,
     )
-    clean = predict(module, data.x, device=device) == data.y
-    adv = predict(module, x_adv, device=device) == data.y
-    robust = (clean & adv).numpy()
-    acc, racc = float(clean.float().mean()), float(robust.mean())
+    rest = None
+    if report.masked and m < len(data):
+        rest = search_correct(module, data.x[m:], data.y[m:], spec, queries=search_queries, **batching)
+    combined = _combine(outcome.robust_correct, report, rest, transfer)
+    acc, racc = outcome.result.clean_accuracy, float(combined.correct.float().mean())
     return {
         "attack": f"PGD-{spec.steps} L-inf eps={spec.eps:.4g} step={spec.alpha:.4g} ({backend})",
         "eps": spec.eps,
@@ -70,5 +233,12 @@ def measure_robustness(
         "robust_accuracy": round(racc, 6),
         "gap": round(acc - racc, 6),
         "seconds": round(time.perf_counter() - start, 3),
-        "correct": np.asarray(robust, dtype=int).tolist(),
+        "correct": np.asarray(combined.correct.numpy(), dtype=int).tolist(),
+        "pgd_robust_accuracy": round(outcome.result.robust_accuracy, 6),
+        "masking": _masking_entry(report, search_queries, time.perf_counter() - checked),
+        "attacks": list(combined.attacks),
+        "fallback": combined.fallback,
+        "inconclusive_reason": _inconclusive_reason(
+            report, queries=search_queries, transfer=transfer is not None
+        ),
     }
