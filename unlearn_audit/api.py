@@ -255,7 +255,13 @@ def evaluate_audit(
     robust_fn = None
     if robustness:
         robust_fn = _robustness_measure(
-            roles, samples=robust_samples, eps=robust_eps, steps=robust_steps, seed=seed, device=dev
+            roles,
+            samples=robust_samples,
+            eps=robust_eps,
+            steps=robust_steps,
+            seed=seed,
+            device=dev,
+            original=orig.module,
         )
     result = evaluate(
         orig,
@@ -360,30 +366,30 @@ def _write_reports(
 
 
 def _robustness_measure(
-    roles: Roles, *, samples: int, eps: float | None, steps: int | None, seed: int, device
+    roles: Roles,
+    *,
+    samples: int,
+    eps: float | None,
+    steps: int | None,
+    seed: int,
+    device,
+    original: torch.nn.Module | None = None,
 ):
-    """A closure measuring clean and PGD robust accuracy on a fixed subset of the test set."""
-    import numpy as np
+    """Clean, PGD and fallback robust accuracy on a fixed subset of the test set (transfer from
+    ``original`` when given)."""
+    from unlearn_audit.robustness import robustness_measure
 
-    from unlearn_audit.robustness import measure_robustness
-
-    n = min(samples, len(roles.test))
-    idx = np.sort(np.random.default_rng(seed).choice(len(roles.test), size=n, replace=False))
-    subset = roles.test.subset(idx)
-
-    def measure(module):
-        return measure_robustness(
-            module,
-            subset,
-            family=roles.family,
-            num_classes=roles.num_classes,
-            eps=eps,
-            steps=steps,
-            seed=seed,
-            device=device,
-        )
-
-    return measure
+    return robustness_measure(
+        roles.test,
+        family=roles.family,
+        num_classes=roles.num_classes,
+        samples=samples,
+        eps=eps,
+        steps=steps,
+        seed=seed,
+        device=device,
+        original=original,
+    )
 
 
 # --------------------------------------------------------------------------- unlearn

@@ -37,7 +37,15 @@ from attacks.threat import pgd_spec
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import DataError
 
-__all__ = ["MASKING_SAMPLES", "MIN_SEARCH_QUERIES", "measure_robustness", "pgd_spec", "transfer_examples"]
+__all__ = [
+    "MASKING_SAMPLES",
+    "MIN_SEARCH_QUERIES",
+    "measure_robustness",
+    "pgd_spec",
+    "robustness_measure",
+    "robustness_subset",
+    "transfer_examples",
+]
 
 # Examples the masking checks look at: enough to see a systematic effect, cheap on any model.
 MASKING_SAMPLES = 64
@@ -242,3 +250,54 @@ def measure_robustness(
             report, queries=search_queries, transfer=transfer is not None
         ),
     }
+
+
+def robustness_subset(n_test: int, samples: int, seed: int) -> np.ndarray:
+    """Sorted indices of the ``min(samples, n_test)`` test examples attacked for seed ``seed``."""
+    n = min(samples, n_test)
+    return np.sort(np.random.default_rng(seed).choice(n_test, size=n, replace=False))
+
+
+def robustness_measure(
+    test: TensorSet,
+    *,
+    family: str,
+    num_classes: int,
+    samples: int,
+    eps: float | None,
+    steps: int | None,
+    seed: int,
+    device,
+    original: nn.Module | None = None,
+):
+    """``measure(module) -> dict``: :func:`measure_robustness` on the seed's fixed subset of ``test``,
+    so every model is attacked on the same examples.
+
+    With ``original``, inputs crafted on it are made once (on first use) and tried on every
+    model as a transfer attack: a model that masks its gradients but keeps the original's
+    decision boundary is then still measured.
+    """
+    subset = test.subset(robustness_subset(len(test), samples, seed))
+    crafted: list[Tensor] = []
+
+    def measure(module) -> dict:
+        if original is not None and not crafted:
+            crafted.append(
+                transfer_examples(
+                    original, subset, family=family, num_classes=num_classes, eps=eps, steps=steps,
+                    seed=seed, device=device,
+                )
+            )  # fmt: skip
+        return measure_robustness(
+            module,
+            subset,
+            family=family,
+            num_classes=num_classes,
+            eps=eps,
+            steps=steps,
+            seed=seed,
+            device=device,
+            transfer_from=crafted[0] if crafted else None,
+        )
+
+    return measure

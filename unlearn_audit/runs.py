@@ -22,13 +22,13 @@ import numpy as np
 
 from unlearn_audit import __version__
 from unlearn_audit.api import ProgressFactory, train_checkpoint, unlearn_checkpoint
-from unlearn_audit.data import TensorSet, load_dataset, sha256_file
+from unlearn_audit.data import load_dataset, sha256_file
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.fileio import atomic_write_text
 from unlearn_audit.models import resolve_device
 from unlearn_audit.provenance import environment
 from unlearn_audit.report import write_json
-from unlearn_audit.robustness import measure_robustness
+from unlearn_audit.robustness import robustness_measure, robustness_subset  # noqa: F401  (bench, study)
 
 Say = Callable[[str], None]
 
@@ -344,39 +344,3 @@ def checkpoint_seconds(loaded) -> float:
 
 
 # =========================================================================== robustness
-
-
-def robustness_subset(n_test: int, samples: int, seed: int) -> np.ndarray:
-    """Sorted indices of the ``min(samples, n_test)`` test examples attacked for seed ``seed``."""
-    n = min(samples, n_test)
-    return np.sort(np.random.default_rng(seed).choice(n_test, size=n, replace=False))
-
-
-def robustness_measure(
-    test: TensorSet,
-    *,
-    family: str,
-    num_classes: int,
-    samples: int,
-    eps: float | None,
-    steps: int | None,
-    seed: int,
-    device,
-) -> Callable[[Any], dict]:
-    """``measure(module)``: clean and PGD robust accuracy on the seed's fixed subset of ``test``,
-    so every model of a seed is attacked on the same examples."""
-    subset = test.subset(robustness_subset(len(test), samples, seed))
-
-    def measure(module) -> dict:
-        return measure_robustness(
-            module,
-            subset,
-            family=family,
-            num_classes=num_classes,
-            eps=eps,
-            steps=steps,
-            seed=seed,
-            device=device,
-        )
-
-    return measure
