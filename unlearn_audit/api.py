@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,19 +12,29 @@ import torch
 from unlearn_audit.archs import ArchSpec
 from unlearn_audit.data import Roles, TensorSet, load_dataset, make_roles
 from unlearn_audit.errors import ConfigError
+from unlearn_audit.evaluation import EvaluateOutputs, evaluate_audit, resolve_roles
 from unlearn_audit.models import LoadedModel, build_model, resolve_device, save_checkpoint
+from unlearn_audit.progress import ProgressFactory, no_progress
 from unlearn_audit.provenance import environment
-from unlearn_audit.reference_models import signal_cache, train_reference_set
+from unlearn_audit.reference_models import train_reference_set
 from unlearn_audit.training import TrainConfig, accuracy, default_config, train_model
+
+__all__ = [
+    "EvaluateOutputs",
+    "ProgressFactory",
+    "TrainSummary",
+    "UnlearnSummary",
+    "evaluate_audit",
+    "no_progress",
+    "resolve_roles",
+    "train_checkpoint",
+    "train_reference_set",
+    "unlearn_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
-ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
-
-
-@contextlib.contextmanager
-def _no_progress(_: str):
-    yield None
+_no_progress = no_progress  # the name earlier releases used
 
 
 @dataclass(frozen=True)
@@ -163,233 +171,7 @@ def _train(
 
 # --------------------------------------------------------------------------- evaluate
 
-
-def resolve_roles(
-    data: str | None,
-    forget: str | None,
-    forget_data: str | Path | None,
-    retain_data: str | Path | None,
-    test_data: str | Path | None,
-    *,
-    seed: int = 0,
-    split_seed: int = 0,
-) -> Roles:
-    """The two ways of naming the roles: ``--data`` with ``--forget``, or three role files."""
-    from unlearn_audit.data import load_role_files
-
-    files = [forget_data, retain_data, test_data]
-    if data is not None:
-        if any(files):
-            raise ConfigError("give either --data with --forget, or the three role files, not both")
-        if forget is None:
-            raise ConfigError("--data needs --forget (class:K, random:F or an index file)")
-        return make_roles(load_dataset(data, split_seed=split_seed), forget, seed=seed)
-    if all(files):
-        if forget is not None:
-            raise ConfigError("--forget goes with --data; the role files already name the forget set")
-        return load_role_files(forget_data, retain_data, test_data)  # type: ignore[arg-type]
-    if any(files):
-        missing = [
-            n for n, f in zip(("--forget-data", "--retain-data", "--test-data"), files, strict=True) if not f
-        ]
-        raise ConfigError(f"role files need all three; missing {', '.join(missing)}")
-    raise ConfigError("name the data: --data DATA --forget SPEC, or --forget-data/--retain-data/--test-data")
-
-
-@dataclass(frozen=True)
-class EvaluateOutputs:
-    result: dict
-    verdict: str
-    written: dict[str, str]
-
-
-def evaluate_audit(
-    *,
-    original: str | Path,
-    unlearned: str | Path,
-    retrained: str | Path | None = None,
-    data: str | None = None,
-    forget: str | None = None,
-    forget_data: str | Path | None = None,
-    retain_data: str | Path | None = None,
-    test_data: str | Path | None = None,
-    arch: str | None = None,
-    policy_path: str | Path | None = None,
-    json_out: str | Path | None = None,
-    html_out: str | Path | None = None,
-    junit_out: str | Path | None = None,
-    reference_models: int = 0,
-    reference_dir: str | Path | None = None,
-    robustness: bool = False,
-    robust_samples: int = 500,
-    robust_eps: float | None = None,
-    robust_steps: int | None = None,
-    label_only: str | None = None,
-    seed: int = 0,
-    split_seed: int = 0,
-    device: str = "auto",
-    cache_dir: str | Path | None = None,
-    progress_factory: ProgressFactory = _no_progress,
-    say: Callable[[str], None] | None = None,
-    command: str | None = None,
-) -> EvaluateOutputs:
-    """Load everything, run :func:`unlearn_audit.audit.evaluate`, write the requested outputs."""
-    from unlearn_audit.audit import evaluate
-    from unlearn_audit.policy import load_policy
-
-    _check_evaluate_options(reference_models, reference_dir, label_only)
-    policy = load_policy(policy_path)
-    dev = resolve_device(device)
-    roles = resolve_roles(data, forget, forget_data, retain_data, test_data, seed=seed, split_seed=split_seed)
-    orig, unl, ret = _load_audited(original, unlearned, retrained, roles, arch=arch, device=dev)
-    refs, ref_note = _reference_models(
-        orig,
-        roles,
-        count=reference_models,
-        directory=reference_dir,
-        seed=seed,
-        device=dev,
-        cache_dir=cache_dir,
-        progress_factory=progress_factory,
-    )
-    robust_fn = None
-    if robustness:
-        robust_fn = _robustness_measure(
-            roles,
-            samples=robust_samples,
-            eps=robust_eps,
-            steps=robust_steps,
-            seed=seed,
-            device=dev,
-            original=orig.module,
-        )
-    result = evaluate(
-        orig,
-        unl,
-        roles,
-        retrained=ret,
-        policy=policy,
-        seed=seed,
-        device=dev,
-        reference_models=refs,
-        reference_note=ref_note,
-        robustness=robust_fn,
-        label_only=label_only,
-        progress=say,
-        signal_cache=signal_cache(cache_dir) if refs else None,
-        extra_provenance={
-            "policy_file": str(policy_path) if policy_path else None,
-            **({"command": command} if command else {}),
-        },
-    ).to_dict()
-    written = _write_reports(result, json_out=json_out, html_out=html_out, junit_out=junit_out)
-    return EvaluateOutputs(result, result["verdict"], written)
-
-
-def _check_evaluate_options(reference_models: int, reference_dir: str | Path | None, label_only: str | None):
-    if reference_models and reference_dir:
-        raise ConfigError("give --reference-models N or --reference-dir DIR, not both")
-    if label_only not in (None, "gap", "boundary"):
-        raise ConfigError(f"--label-only must be gap or boundary, got {label_only!r}")
-    if reference_models < 0:
-        raise ConfigError(f"--reference-models must be >= 0, got {reference_models}")
-
-
-def _load_audited(
-    original: str | Path,
-    unlearned: str | Path,
-    retrained: str | Path | None,
-    roles: Roles,
-    *,
-    arch: str | None,
-    device: torch.device,
-) -> tuple[LoadedModel, LoadedModel, LoadedModel | None]:
-    """The original, unlearned and (optional) retrained models, each able to label every class."""
-    from unlearn_audit.models import load_model
-
-    def load(path):
-        return load_model(
-            path, arch=arch, num_classes=roles.num_classes, input_shape=roles.input_shape, device=device
-        )
-
-    orig = load(original)
-    unl = load(unlearned)
-    ret = load(retrained) if retrained is not None else None
-    for name, m in (("original", orig), ("unlearned", unl), ("retrained", ret)):
-        if m is not None and m.num_classes is not None and m.num_classes < roles.num_classes:
-            raise ConfigError(
-                f"the {name} model has {m.num_classes} classes but the data has labels up to "
-                f"{roles.num_classes - 1}"
-            )
-    return orig, unl, ret
-
-
-def _reference_models(
-    original: LoadedModel,
-    roles: Roles,
-    *,
-    count: int,
-    directory: str | Path | None,
-    seed: int,
-    device: torch.device,
-    cache_dir: str | Path | None,
-    progress_factory: ProgressFactory,
-) -> tuple[list | None, str]:
-    """Reference models trained without the forget set: ``count`` trained here, or those in
-    ``directory``, or none; with a note saying where they came from."""
-    if count:
-        with progress_factory(f"training {count} reference models") as progress:
-            return train_reference_set(
-                original, roles, count=count, seed=seed, device=device, cache_dir=cache_dir, progress=progress
-            )
-    if directory:
-        from unlearn_audit.audit import load_reference_dir
-
-        return load_reference_dir(directory, original, device), f"from {directory}"
-    return None, ""
-
-
-def _write_reports(
-    result: dict, *, json_out: str | Path | None, html_out: str | Path | None, junit_out: str | Path | None
-) -> dict[str, str]:
-    """Write the requested reports; returns format -> path written."""
-    from unlearn_audit.report import write_html, write_json, write_junit
-
-    written: dict[str, str] = {}
-    if json_out:
-        written["json"] = str(write_json(result, json_out))
-    if html_out:
-        written["html"] = str(write_html(result, html_out))
-    if junit_out:
-        written["junit"] = str(write_junit(result, junit_out))
-    return written
-
-
-def _robustness_measure(
-    roles: Roles,
-    *,
-    samples: int,
-    eps: float | None,
-    steps: int | None,
-    seed: int,
-    device,
-    original: torch.nn.Module | None = None,
-):
-    """Clean, PGD and fallback robust accuracy on a fixed subset of the test set (transfer from
-    ``original`` when given)."""
-    from unlearn_audit.robustness import robustness_measure
-
-    return robustness_measure(
-        roles.test,
-        family=roles.family,
-        num_classes=roles.num_classes,
-        samples=samples,
-        eps=eps,
-        steps=steps,
-        seed=seed,
-        device=device,
-        original=original,
-    )
+# evaluate_audit and the role resolution live in unlearn_audit.evaluation; re-exported here.
 
 
 # --------------------------------------------------------------------------- unlearn

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,9 @@ from unlearn_audit.cli_common import (
     EXIT_USAGE,
     DeviceOpt,
     SplitSeedOpt,
+    TimeoutOpt,
     check_output_path,
+    command_time_limit,
     console_errors,
     info,
     one_line,
@@ -72,6 +75,8 @@ def _root(
     report (re-render a saved audit), benchmark and robustness-study.
     """
     state.quiet = quiet
+    if not verbose:  # library warnings would print tracebacks-like noise before a one-line error
+        warnings.simplefilter("ignore")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -140,6 +145,7 @@ def train(
     seed: SeedOpt = 0,
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Train a model on a data set and save a native checkpoint.
 
@@ -148,7 +154,7 @@ def train(
     With --forget SPEC --without-forget it trains the retrained reference on the retain set only;
     with --adversarial pgd|fgsm it trains the adversarially trained model of the robustness study.
     """
-    with console_errors():
+    with console_errors(), command_time_limit(timeout, "train"):
         from unlearn_audit.api import train_checkpoint
 
         check_output_path(out)
@@ -204,6 +210,7 @@ def unlearn(
     seed: SeedOpt = 0,
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Run a bundled unlearning method and save the unlearned model.
 
@@ -213,7 +220,7 @@ def unlearn(
     With only --forget-data (no --retain-data) methods that need the retain set refuse;
     `--set retain=none` runs AMUN, RL and SalUn with forget-set access only.
     """
-    with console_errors():
+    with console_errors(), command_time_limit(timeout, "unlearn"):
         from unlearn_audit.api import unlearn_checkpoint
 
         check_output_path(out)
@@ -299,6 +306,20 @@ CacheDirOpt = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="Cache for reference models (default ~/.cache/unlearn-audit)."),
 ]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option("--no-cache", help="Train reference models afresh; never read or write the cache (CI)."),
+]
+TrustTorchScriptOpt = Annotated[
+    bool,
+    typer.Option("--trust-torchscript", help="Load TorchScript files (they can run code while loading)."),
+]
+ForgetSeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--forget-seed", help="Seed of a random: forget set (default: the one the checkpoints record)."
+    ),
+]
 
 
 @app.command()
@@ -312,7 +333,7 @@ def evaluate(
     retain_data: RetainDataOpt = None,
     test_data: TestDataOpt = None,
     arch: BareArchOpt = None,
-    policy: PolicyOpt = None,
+    policy_path: PolicyOpt = None,
     json_out: JsonOutOpt = None,
     html_out: HtmlReportOpt = None,
     junit_out: JunitReportOpt = None,
@@ -324,7 +345,11 @@ def evaluate(
     robust_steps: RobustStepsOpt = None,
     label_only: LabelOnlyOpt = None,
     cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    trust_torchscript: TrustTorchScriptOpt = False,
+    timeout: TimeoutOpt = None,
     seed: SeedOpt = 0,
+    forget_seed: ForgetSeedOpt = None,
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -335,6 +360,7 @@ def evaluate(
 
     Exit code: 0 pass, 1 fail, 3 inconclusive, 2 usage or input error.
     """
+    options = dict(locals())  # every option, named as evaluate_audit names it
     with console_errors():
         from unlearn_audit.api import evaluate_audit
 
@@ -343,35 +369,8 @@ def evaluate(
                 check_output_path(target)
         if robust_samples < 1:
             raise ConfigError(f"--robust-samples must be >= 1, got {robust_samples}")
-        outputs = evaluate_audit(
-            original=original,
-            unlearned=unlearned,
-            retrained=retrained,
-            data=data,
-            forget=forget,
-            forget_data=forget_data,
-            retain_data=retain_data,
-            test_data=test_data,
-            arch=arch,
-            policy_path=policy,
-            json_out=json_out,
-            html_out=html_out,
-            junit_out=junit_out,
-            reference_models=reference_models,
-            reference_dir=reference_dir,
-            robustness=robustness,
-            robust_samples=robust_samples,
-            robust_eps=robust_eps,
-            robust_steps=robust_steps,
-            label_only=label_only,
-            seed=seed,
-            split_seed=split_seed,
-            device=device,
-            cache_dir=cache_dir,
-            progress_factory=progress_bar,
-            say=None if state.quiet else (lambda m: typer.echo(f"  {m} ...", err=True)),
-            command=state.command,
-        )
+        say = None if state.quiet else (lambda m: typer.echo(f"  {m} ...", err=True))
+        outputs = evaluate_audit(**options, progress_factory=progress_bar, say=say, command=state.command)
         info(format_summary(outputs.result))
         for kind, path in outputs.written.items():
             info(f"wrote {kind}: {path}")

@@ -17,6 +17,8 @@ import typer
 from unlearn_audit.cli_common import (
     DeviceOpt,
     SplitSeedOpt,
+    TimeoutOpt,
+    command_time_limit,
     console_errors,
     info,
     parse_sets,
@@ -135,12 +137,14 @@ def _run_table_command(
     set_: list[str] | None,
     run: Callable[..., Any],
     row_line: Callable[[Any], str],
+    timeout: float | None = None,
 ) -> None:
     """The body both commands share: parse ``--methods`` and ``--set``, call
     ``run(names, method_params, say, progress_factory)`` (which builds the config and runs),
     then print ``row_line(row)`` for every row of the result and the four files written to
-    ``out`` (``<stem>.md``, ``.csv``, ``.json``, ``.html``). Input errors exit with code 2."""
-    with console_errors():
+    ``out`` (``<stem>.md``, ``.csv``, ``.json``, ``.html``). Input errors exit with code 2; past
+    ``timeout`` seconds the command ends with exit code 2."""
+    with console_errors(), command_time_limit(timeout, stem):
         names = parse_methods(methods)
         result = run(names, parse_method_sets(parse_sets(set_), names), _stepper(state.quiet), progress_bar)
         for row in result.rows:
@@ -169,6 +173,7 @@ def benchmark(
     resume: ResumeOpt = True,
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Compare unlearning methods against retraining: the AMUN table, audited, mean ± std over seeds.
 
@@ -216,6 +221,7 @@ def benchmark(
         set_,
         run,
         lambda row: f"  {row.method:<24} Avg. Gap {row.avg_gap.text():>14}   verdicts: {row.verdict_text()}",
+        timeout,
     )
 
 
@@ -237,6 +243,7 @@ def robustness_study(
     resume: ResumeOpt = True,
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Robustness before and after unlearning: ACC, R-ACC and Gap for RQ1-RQ4.
 

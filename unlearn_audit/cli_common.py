@@ -39,9 +39,31 @@ def console_errors() -> Iterator[None]:
     except UnlearnAuditError as exc:
         typer.echo(f"unlearn-audit: error: {one_line(exc)}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
+    except MemoryError:
+        typer.echo("unlearn-audit: error: out of memory (the input is too large for this machine)", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except RuntimeError as exc:  # torch reports a failed allocation as a RuntimeError
+        if "out of memory" not in str(exc) and "not enough memory" not in str(exc):
+            raise
+        typer.echo(f"unlearn-audit: error: out of memory ({one_line(exc)[:200]})", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         typer.echo("unlearn-audit: interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def command_time_limit(seconds: float | None, command: str) -> Iterator[None]:
+    """``--timeout`` of train, unlearn and benchmark: a limit on the whole command (none by default).
+
+    Past it the watchdog ends the process with exit code 2 and one line; outputs are written
+    atomically, so nothing is left half-written.
+    """
+    from unlearn_audit.watchdog import guarded, validate_timeout
+
+    limit = validate_timeout(seconds, "--timeout")
+    with guarded(f"the {command} command", limit) if limit else contextlib.nullcontext():
+        yield
 
 
 def one_line(message: object) -> str:
@@ -87,7 +109,10 @@ def info(message: str) -> None:
 
 
 def check_output_path(path: Path) -> None:
-    """Fail before long work when an output path cannot be written."""
+    """Fail before long work when an output path cannot be written (or is not a regular file)."""
+    from unlearn_audit.fileio import check_replaceable
+
+    check_replaceable(path)
     if path.is_dir():
         raise ConfigError(f"output path {path} is a folder; give a file name")
     parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
@@ -109,3 +134,11 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 # Options with the same meaning in every command that takes them.
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the built-in train/test split.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Seconds; evaluate: longest forward pass of a .pt2/TorchScript model (default "
+        "$UNLEARN_AUDIT_TIMEOUT or 300); train/unlearn/benchmark: the whole command (default none). 0: off.",
+    ),
+]

@@ -78,10 +78,12 @@ def check_replaceable(path: str | Path) -> None:
     """Refuse an output path that exists and is not a regular file (links are not followed)."""
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there yet (a missing folder is reported later)
         return
     except OSError as exc:
         raise ConfigError(f"cannot write {path} ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"output path {path} is a folder; give a file name")
     if not stat.S_ISREG(mode):
         raise ConfigError(
             f"refusing to write {path}: it is a {_kind(mode)}, not a regular file (outputs only replace "

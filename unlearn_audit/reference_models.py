@@ -2,9 +2,15 @@
 
 A reference model is the original's architecture trained on the retain set with the original's
 recipe (read from its checkpoint) under its own seed. Trained models are kept on disk, keyed by
-architecture, recipe, retain-set fingerprint and class count, so a re-run costs nothing. The
-cache folder (``--cache-dir``, else ``$XDG_CACHE_HOME/unlearn-audit``) also holds the signal cache
-of the membership attacks.
+architecture, recipe, retain-set fingerprint and class count, so a re-run costs nothing.
+
+The cache folder (``--cache-dir``, else ``$XDG_CACHE_HOME/unlearn-audit``) is untrusted: whoever
+can write it could plant models that never saw the retain set. Every cached checkpoint must
+therefore record the provenance it was saved with (role, seed, recipe, retain-set fingerprint,
+architecture and cache key); one that does not is retrained and replaced. That catches stale and
+mismatched entries, not a forger who copies the provenance, so every reference model used is
+listed with its SHA-256 in the result, and ``--no-cache`` trains them afresh without reading or
+writing the cache (what CI should use when its cache can be restored from shared storage).
 """
 
 from __future__ import annotations
@@ -12,17 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
 from unlearn_audit.data import Roles
 from unlearn_audit.errors import ConfigError
-from unlearn_audit.models import LoadedModel, build_model, load_model, save_checkpoint
+from unlearn_audit.models import LoadedModel, build_model, fingerprint_module, load_model, save_checkpoint
 from unlearn_audit.training import TrainConfig, train_model
 
-__all__ = ["cache_root", "signal_cache", "train_reference_set"]
+__all__ = ["ReferenceSet", "cache_root", "load_reference_dir", "signal_cache", "train_reference_set"]
 
 #: Architectures a stateful method built: their recipe cannot be replayed by plain training.
 _METHOD_ARCHS = ("sisa", "bayes_logreg")
@@ -43,6 +49,15 @@ def signal_cache(cache_dir: str | Path | None):
     return SignalCache(cache_root(cache_dir) / "signals")
 
 
+@dataclass(frozen=True)
+class ReferenceSet:
+    """Reference models and, for the result, where each came from and its SHA-256."""
+
+    models: list[nn.Module]
+    note: str
+    listing: list[dict]
+
+
 def train_reference_set(
     original: LoadedModel,
     roles: Roles,
@@ -52,25 +67,110 @@ def train_reference_set(
     device,
     cache_dir: str | Path | None = None,
     progress=None,
-) -> tuple[list, str]:
+    use_cache: bool = True,
+) -> ReferenceSet:
     """Train ``count`` reference models WITHOUT the forget set, with the original's recipe.
 
-    Needs a native checkpoint (architecture and training recipe recorded). Returns the models
-    and a note saying how many came from the cache.
+    Needs a native checkpoint (architecture and training recipe recorded). Cached checkpoints
+    are used only when their recorded provenance matches (see the module docstring).
     """
     cfg = _original_recipe(original)
-    folder = cache_root(cache_dir) / "reference-models" / _cache_key(original, cfg, roles)
+    key = _cache_key(original, cfg, roles)
     seeds = [10_000 + seed * 1_000 + r for r in range(count)]
-    paths = [folder / f"ref-{s}.pt" for s in seeds]
-    missing = [s for s, p in zip(seeds, paths, strict=True) if not p.is_file()]
+    if not use_cache:
+        models = _train_references(original, cfg, roles, seeds, device=device, progress=progress)
+        listing = [
+            {"source": "trained (no cache)", "seed": s, "sha256": fingerprint_module(m)}
+            for s, m in zip(seeds, models, strict=True)
+        ]
+        return ReferenceSet(
+            models,
+            f"trained on the retain set with the original's recipe; {count} trained afresh (no cache)",
+            listing,
+        )
+    folder = cache_root(cache_dir) / "reference-models" / key
+    expected = {s: _provenance(original, cfg, roles, s, key) for s in seeds}
+    paths = {s: folder / f"ref-{s}.pt" for s in seeds}
+    stale = [s for s in seeds if paths[s].is_file() and not _matches(paths[s], expected[s], device)]
+    missing = [s for s in seeds if not paths[s].is_file() or s in stale]
     if missing:
         models = _train_references(original, cfg, roles, missing, device=device, progress=progress)
         for s, m in zip(missing, models, strict=True):
-            _save_reference(m, folder / f"ref-{s}.pt", original, cfg, s)
-    refs = [load_model(p, device=device).module for p in paths]
-    cached = count - len(missing)
-    note = f"trained on the retain set with the original's recipe; {cached} of {count} from cache {folder}"
-    return refs, note
+            _save_reference(m, paths[s], original, expected[s])
+    loaded = [load_model(paths[s], device=device) for s in seeds]
+    listing = [
+        {
+            "source": "trained" if s in missing else "cache",
+            "seed": s,
+            "path": str(paths[s]),
+            "sha256": m.sha256,
+        }
+        for s, m in zip(seeds, loaded, strict=True)
+    ]
+    note = (
+        f"trained on the retain set with the original's recipe; {count - len(missing)} of {count} from cache "
+        f"{folder}"
+        + (
+            f"; {len(stale)} cached models did not match their recorded provenance and were retrained"
+            if stale
+            else ""
+        )
+    )
+    return ReferenceSet([m.module for m in loaded], note, listing)
+
+
+def load_reference_dir(
+    directory: str | Path, like: LoadedModel, device, *, trust_torchscript: bool = False
+) -> ReferenceSet:
+    """Every model file in ``directory`` (trained WITHOUT the forget set), loaded like ``like``."""
+    from unlearn_audit.errors import ModelError
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelError(f"reference directory not found: {directory}")
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ModelError(f"reference directory {directory} holds no model files")
+    loaded = [
+        load_model(
+            path,
+            arch=like.arch,
+            num_classes=like.num_classes,
+            input_shape=like.input_shape,
+            arch_kwargs=like.arch_kwargs,
+            device=device,
+            trust_torchscript=trust_torchscript,
+        )
+        for path in files
+    ]
+    listing = [{"source": "reference dir", "path": m.path, "sha256": m.sha256} for m in loaded]
+    return ReferenceSet([m.module for m in loaded], f"from {directory} ({len(files)} files)", listing)
+
+
+def _provenance(original: LoadedModel, cfg: TrainConfig, roles: Roles, seed: int, key: str) -> dict:
+    """What a cached reference checkpoint must record to be used."""
+    return {
+        "role": "reference",
+        "seed": seed,
+        "train_config": cfg.to_dict(),
+        "trained_on": "retain",
+        "retain_fingerprint": roles.retain.fingerprint(),
+        "arch": original.arch,
+        "arch_kwargs": original.arch_kwargs,
+        "cache_key": key,
+    }
+
+
+def _matches(path: Path, expected: dict, device) -> bool:
+    """Whether a cached checkpoint loads and records exactly the expected provenance."""
+    from unlearn_audit.errors import UnlearnAuditError
+
+    try:
+        found = load_model(path, device=device)
+    except UnlearnAuditError:
+        return False
+    recorded = json.loads(json.dumps(found.metadata.get("provenance", {}), sort_keys=True))
+    return found.format == "native" and recorded == json.loads(json.dumps(expected, sort_keys=True))
 
 
 def _original_recipe(original: LoadedModel) -> TrainConfig:
@@ -149,7 +249,7 @@ def _train_references(
     return models
 
 
-def _save_reference(model: nn.Module, path: Path, original: LoadedModel, cfg: TrainConfig, seed: int) -> None:
+def _save_reference(model: nn.Module, path: Path, original: LoadedModel, provenance: dict) -> None:
     save_checkpoint(
         model,
         path,
@@ -157,5 +257,5 @@ def _save_reference(model: nn.Module, path: Path, original: LoadedModel, cfg: Tr
         num_classes=original.num_classes,  # type: ignore[arg-type]
         input_shape=original.input_shape,  # type: ignore[arg-type]
         arch_kwargs=original.arch_kwargs,
-        provenance={"role": "reference", "seed": seed, "train_config": cfg.to_dict(), "trained_on": "retain"},
+        provenance=provenance,
     )

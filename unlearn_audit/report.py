@@ -13,6 +13,8 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import jinja2
+
 from unlearn_audit.errors import DataError
 from unlearn_audit.fileio import atomic_write_text
 from unlearn_audit.results import SCHEMA_VERSION, AuditResult
@@ -66,7 +68,29 @@ def read_json(path: str | Path) -> dict:
     problem = _shape_problem(data)
     if problem:
         raise DataError(f"{path}: not a valid unlearn-audit result ({problem})")
+    recomputed = verdict_of_checks(data["checks"])
+    if recomputed != data["verdict"]:
+        raise DataError(
+            f"{path}: refused: the file says {data['verdict']!r} but its checks give {recomputed!r} "
+            "(edited or corrupt result)"
+        )
+    try:  # render once: a field the structure check let through must not fail later with a traceback
+        render_html(data)
+        to_junit(data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, jinja2.TemplateError) as exc:
+        raise DataError(f"{path}: not a valid unlearn-audit result ({type(exc).__name__}: {exc})") from None
     return data
+
+
+def verdict_of_checks(checks: list[dict]) -> str:
+    """The verdict the checks of a saved result give, by :func:`unlearn_audit.results.decide_verdict`."""
+    from unlearn_audit.results import Check, decide_verdict
+
+    rebuilt = [
+        Check(c["name"], c["status"], None, None, c["detail"], gating=c.get("gating", True) is not False)
+        for c in checks
+    ]
+    return decide_verdict(rebuilt)
 
 
 def _shape_problem(data: dict) -> str | None:
@@ -83,6 +107,8 @@ def _shape_problem(data: dict) -> str | None:
                 return f"check {i} lacks a text {key!r}"
         if check["status"] not in STATUS_LABEL:
             return f"check {check['name']!r} has status {check['status']!r}"
+        if not isinstance(check.get("gating", True), bool):
+            return f"check {check['name']!r} has a non-boolean gating flag"
         ci = check.get("ci")
         if ci is not None and not (
             isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, int | float) for v in ci)
