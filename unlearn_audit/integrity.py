@@ -120,7 +120,7 @@ def output_residual(original: torch.Tensor, other: torch.Tensor) -> float:
     """Share of the original's logits no positive scale and per-example shift of ``other`` explains.
 
     Both ``(n, classes)`` logit matrices are centred per example (softmax ignores a shift); with
-    ``s`` the least-squares positive scale, the result is ``||A - s B|| / ||A||``, i.e. the sine of
+    ``s`` the least-squares non-negative scale, the result is ``||A - s B|| / ||A||``: the sine of
     the angle between the centred matrices, and 1 when no positive scale helps.
     """
     a = original.double()
@@ -132,5 +132,5 @@ def output_residual(original: torch.Tensor, other: torch.Tensor) -> float:
     na, nb = float(a.norm()), float(b.norm())
     if na == 0 or nb == 0:
         return 0.0 if na == nb else 1.0
-    cos = float(torch.sum(a * b)) / (na * nb)
-    return math.sqrt(max(0.0, 1.0 - cos * cos)) if cos > 0 else 1.0
+    scale = max(0.0, float(torch.sum(a * b)) / (nb * nb))
+    return float((a - scale * b).norm()) / na
