@@ -208,3 +208,27 @@ def test_another_architecture_is_compared_on_outputs_only(setting: Setting) -> N
     assert check.status == PASS and check.value is None
     assert distances["original_to_unlearned"]["relative_change"] is None
     assert integrity(setting, wrapped(Temperature(setting.original.module, 2.0)))[0].status == FAIL
+
+
+def test_the_report_shows_every_models_change_and_residual(setting: Setting, monkeypatch) -> None:
+    from unlearn_audit import report
+    from unlearn_audit.audit import evaluate
+    from unlearn_audit.policy import Policy
+
+    # this checkout's templates (an editable install may point the package at another checkout)
+    monkeypatch.setattr(report, "template_dir", lambda: Path(__file__).resolve().parents[1] / "templates")
+    cheat = wrapped(Temperature(permute_hidden_units(setting.original.module), 2.0))
+    result = evaluate(
+        setting.original, cheat, setting.roles, retrained=setting.retrained, policy=Policy(n_bootstrap=200)
+    )
+    assert result.checks[0].name == "model_changed"  # integrity is judged (and shown) first
+    assert result.verdict == FAIL
+    assert list(result.distances) == [
+        "original_to_unlearned",
+        "original_to_retrained",
+        "unlearned_to_retrained",
+    ]
+    html = report.render_html(result)
+    assert "Output residual" in html
+    residual = result.distances["original_to_retrained"]["output_residual"]
+    assert f"{residual:.3g}" in html
