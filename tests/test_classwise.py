@@ -169,6 +169,8 @@ def test_a_model_that_forgot_the_class_but_not_the_extras_fails(mixed) -> None:
 
     cheat = run(mixed["kept_extras"])
     assert cheat["forget_class_predictions"].status == PASS  # the class is gone ...
+    in_class = int((mixed["roles"].forget.y == FORGOTTEN).sum())
+    assert f"({in_class} forget + " in cheat["forget_class_predictions"].detail  # judged on the class only
     accuracy = cheat["forget_accuracy"]  # ... the extras are not, and they are judged
     assert accuracy.status == FAIL and accuracy.gating and "60 examples outside" in accuracy.detail
     # the honest model: no failure (60 examples leave an interval too wide to pass a 0.05 margin)

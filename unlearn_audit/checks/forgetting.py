@@ -86,6 +86,10 @@ class ForgetAccuracy(AuditCheck):
 
 
 class ForgetClassPredictions(AuditCheck):
+    """Class-wise deletion: the share of the forgotten classes' examples (forget and test sets)
+    still predicted as a forgotten class. Extra examples of kept classes in the forget set are
+    left to :class:`ForgetAccuracy`."""
+
     name = "forget_class_predictions"
     group = "privacy"
     stage = "utility"
@@ -101,7 +105,7 @@ class ForgetClassPredictions(AuditCheck):
         fc = list(ctx.roles.forget_classes)
         limit = ctx.policy.max_forget_class_rate
         signals = ctx.views["unlearned"].signals
-        preds_f = signals["forget"].predictions
+        preds_f = signals["forget"].predictions[~forget_extras(ctx)]
         preds_t = signals["test"].predictions[ctx.in_forget_classes]
         hits = np.concatenate([np.isin(preds_f, fc), np.isin(preds_t, fc)]).astype(float)
         rate = float(hits.mean())
@@ -184,10 +188,9 @@ class ForgetClassRank(AuditCheck):
     def applies(self, ctx: AuditContext) -> bool:
         return ctx.roles.class_wise and bool((~ctx.in_forget_classes).any())
 
-    def excess(self, ctx: AuditContext, name: str) -> tuple[float, tuple[float, float] | None]:
-        """``name``'s top-half share on the forgotten classes' examples minus the baseline's."""
+    def excess(self, ctx: AuditContext, ranking: ClassRanking) -> tuple[float, tuple[float, float]]:
+        """A model's top-half share on the forgotten classes' examples minus its baseline's."""
         level = ctx.policy.confidence_level
-        ranking = class_ranking(ctx, name)
         if ctx.has_retrained:
             retrained = class_ranking(ctx, "retrained").hits
             return paired_proportion_difference_ci(ranking.hits, retrained, level=level)
@@ -196,8 +199,8 @@ class ForgetClassRank(AuditCheck):
     def run(self, ctx: AuditContext) -> Outcome:
         margin = ctx.policy.forget_accuracy_margin
         ranking = class_ranking(ctx, "unlearned")
-        excess, ci = self.excess(ctx, "unlearned")
-        power_excess, power_ci = self.excess(ctx, "original")
+        excess, ci = self.excess(ctx, ranking)
+        power_excess, power_ci = self.excess(ctx, class_ranking(ctx, "original"))
         power = power_ci[0] > 0
         status, reason = interval_status(excess, ci, margin, what="excess")
         if status != FAIL and not power:
