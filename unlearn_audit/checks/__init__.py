@@ -17,7 +17,7 @@ from unlearn_audit.checks.base import (
     interval_status,
     judge_excess,
 )
-from unlearn_audit.checks.forgetting import ForgetAccuracy, ForgetClassPredictions
+from unlearn_audit.checks.forgetting import ForgetAccuracy, ForgetClassPredictions, ForgetClassRank
 from unlearn_audit.checks.integrity import ModelChanged
 from unlearn_audit.checks.membership import (
     LabelOnlyTest,
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 REGISTRY: tuple[AuditCheck, ...] = (
+    ModelChanged(),
     MembershipPower(),
     PopulationTest(),
     PairedTest(),
@@ -52,8 +53,8 @@ REGISTRY: tuple[AuditCheck, ...] = (
     RetainAccuracyDrop(),
     UnseenAccuracyDrop(),
     ForgetClassPredictions(),
+    ForgetClassRank(),
     ForgetAccuracy(),
-    ModelChanged(),
     RobustAccuracyDrop(),
 )
 
