@@ -25,8 +25,13 @@ SEARCH_SEEDS = 1000
 
 
 def recorded_forget(model: LoadedModel) -> dict | None:
-    """``{"spec", "seed", "sha256"}`` a native checkpoint recorded for its forget set, if any."""
-    data = model.metadata.get("provenance", {}).get("data")
+    """``{"spec", "seed", "sha256"}`` a native checkpoint recorded for the forget set it was made
+    without (a retrained or unlearned model), if any. A model trained on the whole training set
+    names no forget set it depends on, whatever spec its command line carried."""
+    provenance = model.metadata.get("provenance", {})
+    if provenance.get("trained_on") == "train":
+        return None
+    data = provenance.get("data")
     if not isinstance(data, dict) or not data.get("forget_sha256"):
         return None
     return {"spec": data.get("forget_spec"), "seed": data.get("forget_seed"), "sha256": data["forget_sha256"]}
