@@ -427,3 +427,115 @@ def test_a_refusal_names_the_blocked_global_not_torchs_advice(tmp_path):
     message = str(info.value)
     assert "posix.system" in message or "os.system" in message
     assert "Re-running" not in message and "\n" not in message
+
+
+# --------------------------------------------------------------------------- Python text inside a .pt2
+
+
+def _rewrite_program(src: Path, dst: Path, edit) -> Path:
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(src) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    key = next(name for name in members if name.endswith("models/model.json"))
+    program = json.loads(members[key])
+    edit(program)
+    members[key] = json.dumps(program).encode()
+    with zipfile.ZipFile(dst, "w") as out:
+        for name, data in members.items():
+            out.writestr(name, data)
+    return dst
+
+
+def _dynamic_export(tmp_path: Path) -> Path:
+    path = tmp_path / "dynamic.pt2"
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU())
+    shapes = ({0: torch.export.Dim("batch", min=2, max=1024)},)
+    torch.export.save(torch.export.export(model, (torch.randn(3, 4),), dynamic_shapes=shapes), str(path))
+    return path
+
+
+def test_code_in_a_symbolic_size_is_refused_before_torch_evaluates_it(tmp_path):
+    """torch parses ``expr_str`` with sympy.sympify (an eval) inside torch.export.load."""
+    from unlearn_audit.models import load_model
+
+    marker = tmp_path / "pwned"
+    run = f"__import__('os').system('touch {marker}')"
+    payload = f"Symbol('s77', positive=True, integer=True) + 0*len({run} or 'a')"
+
+    def edit(program):
+        node = program["graph_module"]["graph"]["tensor_values"]
+        first = next(v for v in node.values() if any("as_expr" in s for s in v["sizes"]))
+        next(s for s in first["sizes"] if "as_expr" in s)["as_expr"]["expr_str"] = payload
+
+    evil = _rewrite_program(_dynamic_export(tmp_path), tmp_path / "evil.pt2", edit)
+    torch.export.load(str(evil))  # control: torch alone runs the payload
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(ModelError, match="holds code where a size expression belongs"):
+        load_model(evil)
+    assert not marker.exists()
+    load_model(_dynamic_export(tmp_path))  # an honest dynamic-shape export still loads
+
+
+def test_code_in_a_shape_guard_is_refused(tmp_path):
+    """torch compiles ``guards_code`` with exec when the module is built, and runs it on each call."""
+    from unlearn_audit.models import load_model
+
+    marker = tmp_path / "pwned"
+
+    def edit(program):
+        program["guards_code"] = [f"__import__('os').system('touch {marker}') == 0"]
+
+    evil = _rewrite_program(_dynamic_export(tmp_path), tmp_path / "evil.pt2", edit)
+    torch.export.load(str(evil)).module()(torch.randn(3, 4))  # control
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(ModelError, match="refused"):
+        load_model(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("target", ["torch.os.system", "_operator.call", "builtins.exec", "math.floor"])
+def test_targets_outside_the_tensor_operators_are_refused(tmp_path, target):
+    from unlearn_audit.models import load_model
+
+    def edit(program):
+        program["graph_module"]["graph"]["nodes"][0]["target"] = target
+
+    evil = _rewrite_program(_dynamic_export(tmp_path), tmp_path / "evil.pt2", edit)
+    with pytest.raises(ModelError, match="not a tensor operator"):
+        load_model(evil)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["s0 + 1", "Max(2, s77)", "FloorDiv(s1, 2) >= 3", "Symbol('s77', positive=True, integer=True)"],
+)
+def test_size_expressions_torch_writes_are_accepted(text):
+    graphguard.check_expression(text, "m")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "__import__('os')",
+        "s0.__class__",
+        "(lambda: 1)()",
+        "Symbol('s0') + open('x')",
+        '(s0 > 0 #")',
+        "[s0 for s0 in range(9)]",
+    ],
+)
+def test_code_disguised_as_a_size_expression_is_refused(text):
+    with pytest.raises(ModelError):
+        graphguard.check_expression(text, "m")
+    with pytest.raises(ModelError):
+        graphguard.check_expression(text, "m", guard=True)
+
+
+def test_guards_torch_writes_are_accepted():
+    graphguard.check_expression("L['x'].size()[0] <= 1024", "m", guard=True)
+    with pytest.raises(ModelError):
+        graphguard.check_expression("L['x'].size()[0] <= 1024", "m")  # no subscripts in a size

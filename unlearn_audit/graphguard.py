@@ -17,12 +17,23 @@ tensor computations:
   operator, no mutation of the model's own state between queries.
 
 Everything else is refused with a :class:`ModelError` that names the operator.
+
+A serialised program also carries Python text that torch evaluates while loading it: symbolic
+sizes (``expr_str``, parsed with ``sympy.sympify``, i.e. ``eval``) and shape guards
+(``guards_code``, compiled with ``exec`` when the module is built). A supplier can put any code
+there, so every such string must parse into a small grammar (names of symbols and sympy
+functions, numbers, arithmetic and comparisons; for guards also ``L['x'].size()[0]``) before
+``torch.export.load`` sees the file. Operator targets are resolved by torch through ``getattr``
+chains on the ``torch`` and ``operator`` modules (``torch.os.system`` resolves), so a target
+must be a known ATen operator, ``cond`` or one of a few ``operator`` functions on sizes.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import operator
+import re
 from collections.abc import Iterable, Iterator
 
 from unlearn_audit.errors import ModelError
@@ -142,22 +153,43 @@ def _json_nodes(value: object) -> Iterator[dict]:
             yield from _json_nodes(inner)
 
 
+_PYTHON_OP_NAMES = frozenset(
+    "getitem add sub mul floordiv truediv mod neg pos eq ne lt le gt ge and_ or_ not_ pow".split()
+)
+_TORCH_SYM_FUNCS = frozenset("sym_max sym_min sym_float sym_int sym_not sym_ite sym_sum sym_sqrt".split())
+
+
+def _check_target(target: str, where: str) -> None:
+    """A serialised node target: what torch will resolve and call."""
+    parts = target.split(".")
+    if target.startswith("torch.ops.higher_order."):
+        if target.rsplit(".", 1)[-1] != "cond":
+            raise ModelError(f"{where}: refused: the graph uses {target}, a loop that may never end")
+    elif target.startswith("torch.ops."):
+        check_op_name(target, where)
+    elif len(parts) == 2 and parts[0] in ("_operator", "operator") and parts[1] in _PYTHON_OP_NAMES:
+        return
+    elif len(parts) == 2 and parts[0] == "torch" and parts[1] in _TORCH_SYM_FUNCS:
+        return
+    else:
+        raise ModelError(f"{where}: refused: the graph calls {target!r}, which is not a tensor operator")
+
+
 def check_export_json(raw: bytes, where: str) -> None:
-    """Check the serialised graph of a ``.pt2`` archive before ``torch.export.load`` reads it."""
+    """Check the serialised program of a ``.pt2`` archive before ``torch.export.load`` reads it."""
     try:
         program = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{where}: the archive's program is not valid JSON ({exc})") from None
     for node in _json_nodes(program):
-        target = node["target"]
-        if target.startswith("torch.ops.higher_order."):
-            hop = target.rsplit(".", 1)[-1]
-            if hop != "cond":
-                raise ModelError(f"{where}: refused: the graph uses {target}, a loop that may never end")
-            continue
-        if target.startswith("_operator.") or target.startswith("operator."):
-            continue
-        check_op_name(target, where)
+        _check_target(node["target"], where)
+    for text in _json_strings(program, "expr_str"):
+        check_expression(text, where)
+    if isinstance(program, dict):
+        for guard in program.get("guards_code") or []:
+            check_expression(guard, where, guard=True)
+        for name in program.get("range_constraints") or {}:
+            check_expression(name, where)
     signature = program.get("graph_module", {}).get("signature", {}) if isinstance(program, dict) else {}
     for spec in signature.get("output_specs", []) or []:
         kind = next(iter(spec), "")
@@ -166,6 +198,85 @@ def check_export_json(raw: bytes, where: str) -> None:
                 f"{where}: refused: the program changes its own state when queried ({kind}); "
                 "export the model in eval mode"
             )
+
+
+def _json_strings(value: object, key: str) -> Iterator[str]:
+    """Every value stored under ``key`` anywhere in a JSON document (non-strings as their text)."""
+    if isinstance(value, dict):
+        for k, inner in value.items():
+            if k == key:
+                yield inner if isinstance(inner, str) else json.dumps(inner)
+            else:
+                yield from _json_strings(inner, key)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _json_strings(inner, key)
+
+
+# Names sympy may see in a symbolic size: torch's sympy functions and sympy's own constructors.
+SYMPY_NAMES = frozenset(
+    """Symbol Integer Rational Float Add Mul Pow Max Min Abs Eq Ne Lt Le Gt Ge And Or Not true false
+    oo zoo nan pi E sqrt floor ceiling StrictLessThan StrictGreaterThan LessThan GreaterThan Equality
+    Unequality FloorDiv ModularIndexing Where PythonMod Mod CleanDiv CeilToInt FloorToInt CeilDiv
+    LShift RShift IsNonOverlappingAndDenseIndicator TruncToFloat TruncToInt RoundToInt RoundDecimal
+    ToFloat FloatPow PowByNatural IntTrueDiv FloatTrueDiv Identity BitwiseFn_bitwise_and
+    BitwiseFn_bitwise_or BitwiseFn_bitwise_xor OpaqueUnaryFn_sqrt OpaqueUnaryFn_exp
+    OpaqueUnaryFn_log""".split()
+)
+_SYMBOL = re.compile(r"[a-z]{1,8}[0-9]{1,9}")
+_GUARD_METHODS = frozenset({"size", "stride", "dim", "numel", "storage_offset"})
+_KEYWORDS = frozenset({"positive", "integer", "real", "nonnegative", "finite", "negative", "nonzero"})
+_NODES = (
+    ast.Expression, ast.Call, ast.Name, ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp,
+    ast.keyword, ast.Load, ast.operator, ast.cmpop, ast.boolop, ast.unaryop,
+)  # fmt: skip
+MAX_EXPRESSION = 4000
+
+
+def check_expression(text: str, where: str, *, guard: bool = False) -> None:
+    """Refuse a symbolic-size or guard expression outside the small grammar torch writes.
+
+    Allowed: sympy function names and symbol names (``s77``), numbers, arithmetic, comparisons,
+    ``and``/``or``/``not``; for guards also ``L['x']`` subscripts and ``.size()``-like calls.
+    No attribute other than those, no dunder, no string except a symbol or input name.
+    """
+    if not isinstance(text, str) or len(text) > MAX_EXPRESSION or any(c in text for c in '#"\\\n\r'):
+        # torch pastes guards into generated source inside a string literal: no quote, comment or break
+        raise ModelError(f"{where}: refused: an expression in the program that is not a plain size formula")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        raise ModelError(
+            f"{where}: refused: the program holds an expression that is not valid: {text[:80]!r}"
+        ) from None
+    for node in ast.walk(tree):
+        if not _allowed_node(node, guard):
+            shown = ast.unparse(node)[:60] if isinstance(node, ast.expr) else type(node).__name__
+            raise ModelError(
+                f"{where}: refused: the program holds code where a size expression belongs ({shown!r})"
+            )
+
+
+def _allowed_node(node: ast.AST, guard: bool) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in SYMPY_NAMES or bool(_SYMBOL.fullmatch(node.id)) or (guard and node.id == "L")
+    if isinstance(node, ast.Constant):
+        value = node.value
+        return isinstance(value, bool | int | float) or (
+            isinstance(value, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", value) is not None
+        )
+    if isinstance(node, ast.Call):
+        func = node.func
+        if isinstance(func, ast.Name):
+            return func.id in SYMPY_NAMES
+        return guard and isinstance(func, ast.Attribute) and func.attr in _GUARD_METHODS
+    if isinstance(node, ast.keyword):
+        return node.arg in _KEYWORDS and isinstance(node.value, ast.Constant)
+    if isinstance(node, ast.Attribute):
+        return guard and node.attr in _GUARD_METHODS
+    if isinstance(node, ast.Subscript):
+        return guard and isinstance(node.slice, ast.Constant)
+    return isinstance(node, _NODES)
 
 
 def _root(node):
