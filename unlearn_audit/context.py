@@ -55,7 +55,7 @@ class AuditOptions:
     robustness: Callable[[torch.nn.Module], dict] | None = None
     label_only: str | None = None
     label_only_samples: int = 200
-    augmentations: int = 6
+    augmentations: int = 8
     batch_size: int = 512
     progress: Callable[[str], None] | None = None
     extra_provenance: dict | None = None

@@ -227,13 +227,16 @@ class MembershipCheck(AuditCheck):
         power_detail: str,
         label: str = "",
         coarse_by_design: bool = False,
+        raw_degenerate: str | None = None,
     ) -> Judgement:
         """The shared judge of every membership test on one signal (rules in the module docstring).
 
         ``excess``/``original_excess``: the unlearned and original models' AUC excess over the
         baseline, each with its interval; by default over chance (AUC 0.5). ``power_detail``
         may use ``{auc}``, the original model's AUC. ``coarse_by_design``: the scores take few
-        values by design (see :func:`degenerate_reason`).
+        values by design (see :func:`degenerate_reason`). ``raw_degenerate``: why a model's own
+        signal is degenerate when the scores judged are derived from it (a difference with a
+        retrained model, a residual from a line on reference models) and so hide its ties.
         """
         value, ci = excess or _over_chance(results["unlearned"])
         original_ci = (original_excess or _over_chance(results["original"]))[1]
@@ -248,7 +251,12 @@ class MembershipCheck(AuditCheck):
             power_detail=power_detail.format(auc=results["original"].auc),
             gain=gain,
             gain_ci=gain_ci,
-            degenerate=degenerate_reason(results, coarse_by_design=coarse_by_design),
+            degenerate="; ".join(
+                r
+                for r in (degenerate_reason(results, coarse_by_design=coarse_by_design), raw_degenerate)
+                if r
+            )
+            or None,
         )
         return Judgement(label=label, status=status, reason=reason, value=value, ci=ci, power=power)
 

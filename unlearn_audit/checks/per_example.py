@@ -25,7 +25,7 @@ from attacks.calibration import calibration_residuals
 from attacks.lira import ulira_calibrated
 from attacks.paired import paired_test
 from attacks.rmia import rmia_calibrated, rmia_log_ratios
-from attacks.stats import AttackResult
+from attacks.stats import DEGENERATE_MAX_TIED_SHARE, DEGENERATE_MIN_DISTINCT, AttackResult, tie_profile
 from unlearn_audit.checks.base import AttackRecord, Outcome
 from unlearn_audit.checks.membership import (
     Judgement,
@@ -56,6 +56,20 @@ def reference_margins(ctx: AuditContext, augmented: bool) -> tuple[np.ndarray, n
     return refs["forget"], refs["test"][ctx.nm_index]
 
 
+def raw_signal_problem(forget: np.ndarray, test: np.ndarray) -> str | None:
+    """Why a model's own signal is too tied to show membership, or ``None``.
+
+    The per-example scores are derived (a difference with the retrained model, a residual from
+    a line on the reference models), and take as many values as the references do even when the
+    audited model answers with a handful of values (a one-hot output): its ties must be
+    counted on its own signal, with the same thresholds as :func:`attacks.stats.evaluate_attack`.
+    """
+    distinct, tied = tie_profile(np.concatenate([forget, test]))
+    if distinct < DEGENERATE_MIN_DISTINCT or tied > DEGENERATE_MAX_TIED_SHARE:
+        return f"{distinct} distinct values, {tied:.0%} tied"
+    return None
+
+
 class PerExampleTest(MembershipCheck):
     """A per-example test judged on both signals of :data:`SIGNALS`; subclasses say how to score."""
 
@@ -82,18 +96,26 @@ class PerExampleTest(MembershipCheck):
         headline = ""
         for label, suffix, augmented in SIGNALS if ctx.has_augmented else SIGNALS[:1]:
             results: dict[str, AttackResult] = {}
+            raw_degenerate = []
             for name in self.models or tuple(ctx.views):
+                own = raw_signal_problem(*margins(ctx, ctx.views[name], augmented))
+                if own and name != "retrained":
+                    raw_degenerate.append(f"{name}'s own logit margin: {own}")
                 member, nonmember, extra = self.scores(ctx, ctx.views[name], augmented)
                 res = results[name] = self.score(ctx, self.attack + suffix, member, nonmember, (self.note,))
                 record = {**res.to_dict(), **extra, "per_example": per_example_evidence(res)}
                 roc = None if augmented else roc_of(res)
                 attacks.append(AttackRecord(name, self.key + suffix, record, roc=roc))
             headline = headline or f"{self.describe(ctx)}: AUC {results['unlearned'].auc:.3f}"
-            judgements.append(
-                self.judge(
-                    ctx, results, two_sided=decision.value, power_detail=self.power_detail, label=label
-                )
+            judgement = self.judge(
+                ctx,
+                results,
+                two_sided=decision.value,
+                power_detail=self.power_detail,
+                label=label,
+                raw_degenerate="; ".join(raw_degenerate) or None,
             )
+            judgements.append(judgement)
         notes = [decision.note] if decision.note else []
         return self.conclude(ctx, judgements, headline=headline, attacks=attacks, notes=notes)
 
