@@ -25,7 +25,9 @@ How a membership check decides (see README, "How the verdict is reached"):
   A test fails if either fails, and passes only if no signal with power is undecided.
 * Nothing is chosen on the data it is judged on: the gated population attack is chosen on the
   retain set against test half A (:func:`choose_threshold_attack`), and judged on the forget
-  set against test half B.
+  set against test half B. Against unseen data (no retrained model) its power is established
+  on the choosing examples too, so that power does not select the audits whose original
+  happened to score high on the judged examples (which biases the gain upwards).
 * The ``membership_power`` check passes only if at least one membership test has power; it is
   inconclusive otherwise, so no audit passes without evidence that forgetting was measurable.
 
@@ -318,9 +320,8 @@ class PopulationTest(MembershipCheck):
             for name, view in ctx.views.items()
         }
         original = ctx.views["original"].signals
-        signal = choose_threshold_attack(
-            original["retain"], original["test"].subset(ctx.nm_index[ctx.split[0]])
-        )
+        test_a = original["test"].subset(ctx.nm_index[ctx.split[0]])
+        signal = choose_threshold_attack(original["retain"], test_a)
         results = {name: pop.threshold[signal] for name, pop in pops.items()}
         chosen = results["original"].name
         attacks = []
@@ -341,9 +342,12 @@ class PopulationTest(MembershipCheck):
             base_desc = "the retrained model"
             excess = self.auc_gap(ctx, unl, results["retrained"])
             original_excess = self.auc_gap(ctx, orig, results["retrained"])
-        else:
-            base_desc = "unseen data (AUC 0.5)"
-            excess, original_excess = _over_chance(unl), _over_chance(orig)
+        else:  # power on the examples the attack was chosen on, so that it does not select lucky gains
+            base_desc = "unseen data (AUC 0.5), power on retain vs test half A"
+            chosen_on = self.score(
+                ctx, chosen, original["retain"].membership_score(signal), test_a.membership_score(signal)
+            )
+            excess, original_excess = _over_chance(unl), _over_chance(chosen_on)
         judgement = self.judge(
             ctx,
             results,
