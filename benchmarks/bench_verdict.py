@@ -81,6 +81,7 @@ def run_seed(seed: int, out: Path, *, arch: str, n_refs: int) -> list[dict]:
                 "checks": {
                     n: [checks[n].status, checks[n].value, checks[n].ci] for n in CHECKS if n in checks
                 },
+                "failed": [c.name for c in result.checks if c.gating and c.status == "fail"],
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -106,6 +107,8 @@ def main() -> None:
         print(
             f"{row['seed']:>4}  {row['audit']:<26} {row['verdict']:<13} "
             + " ".join(f"{c:<28}" for c in cells)
+            + " failed: "
+            + (",".join(row["failed"]) or "-")
         )
 
 
