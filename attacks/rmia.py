@@ -17,7 +17,7 @@ from attacks._arrays import bool_mask, check_probabilities, float_matrix, float_
 from attacks.calibration import fit_line_on_nonmembers
 from unlearn_audit.errors import ConfigError, DataError
 
-__all__ = ["rmia", "rmia_calibrated"]
+__all__ = ["rmia", "rmia_calibrated", "rmia_log_ratios"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +185,26 @@ def rmia_calibrated(
     """
     if not np.isfinite(gamma) or gamma < 1.0:
         raise ConfigError(f"gamma must be a number >= 1, got {gamma!r}")
+    log_f, log_t = rmia_log_ratios(target_forget, ref_forget, target_test, ref_test)
+    population = np.sort(log_t)
+    log_gamma = float(np.log(gamma))
+
+    def score(log_ratio: np.ndarray) -> np.ndarray:
+        return np.searchsorted(population, log_ratio - log_gamma, side="left") / population.size
+
+    return score(log_f).astype(np.float64), score(log_t).astype(np.float64)
+
+
+def rmia_log_ratios(
+    target_forget: np.ndarray, ref_forget: np.ndarray, target_test: np.ndarray, ref_test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The calibrated log-ratios ``log LR`` of :func:`rmia_calibrated`, before the population count.
+
+    At ``gamma = 1`` the RMIA score is the share of test rows with a lower log-ratio, a strictly
+    increasing function of it on the test rows; an AUC computed on the log-ratios themselves
+    ranks forget and test rows alike without RMIA's quantisation to ``n_t + 1`` levels (which
+    ties every forget row with a test row). Args and raises: as :func:`rmia_calibrated`.
+    """
     tf, rf, tt, rt = forget_and_test(target_forget, ref_forget, target_test, ref_test)
     if tt.shape[0] == 0:
         raise DataError("target_test must hold at least one population point, got 0")
@@ -192,10 +212,4 @@ def rmia_calibrated(
     res_f, res_t = tf - line.predict(rf.mean(axis=1)), tt - line.predict(rt.mean(axis=1))
     spread = float(res_t.std())
     scale = spread if spread > 0 else 1.0
-    population = np.sort(res_t / scale)
-    log_gamma = float(np.log(gamma))
-
-    def score(res: np.ndarray) -> np.ndarray:
-        return np.searchsorted(population, res / scale - log_gamma, side="left") / population.size
-
-    return score(res_f).astype(np.float64), score(res_t).astype(np.float64)
+    return res_f / scale, res_t / scale

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from attacks.augment import augmented_views, mean_signal
 from attacks.population import split_halves
 from attacks.signals import Signals, compute_logits, compute_signals
 from unlearn_audit.data import Roles, TensorSet
@@ -25,6 +26,7 @@ from unlearn_audit.models import LoadedModel
 from unlearn_audit.policy import DEFAULT_POLICY, Policy
 
 ROLES = ("forget", "retain", "test")
+PER_EXAMPLE_ROLES = ("forget", "test")  # the roles per-example tests score
 MIN_NONMEMBERS = 20
 MIN_MEMBERS = 20
 
@@ -37,7 +39,10 @@ class AuditOptions:
     ``robustness(module) -> dict`` measures robust accuracy (keys ``clean_accuracy``,
     ``robust_accuracy``, ``gap``, ``attack``, optionally ``correct``) when given;
     ``label_only`` names an ART label-only attack to run on at most ``label_only_samples``
-    examples per set.
+    examples per set. ``augmentations``: how many nearby queries per forget and test example
+    the per-example tests also judge on (:mod:`attacks.augment`; 0 turns that off).
+    ``signal_cache`` is accepted and ignored: reference logits are cheap and always recomputed,
+    so no cache can decide a verdict (issue #11).
     """
 
     retrained: LoadedModel | None = None
@@ -50,6 +55,7 @@ class AuditOptions:
     robustness: Callable[[torch.nn.Module], dict] | None = None
     label_only: str | None = None
     label_only_samples: int = 200
+    augmentations: int = 8
     batch_size: int = 512
     progress: Callable[[str], None] | None = None
     extra_provenance: dict | None = None
@@ -79,6 +85,25 @@ class ModelView:
     logits: dict[str, torch.Tensor] = field(default_factory=dict)
     signals: dict[str, Signals] = field(default_factory=dict)
     correct: dict[str, np.ndarray] = field(default_factory=dict)
+    augmented: dict[str, np.ndarray] = field(default_factory=dict)  # forget/test: mean logit margin
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceSignals:
+    """The reference models' signals on the forget and test roles, one column per model.
+
+    ``margin``: logit margin on the exact inputs; ``augmented``: the same averaged over the
+    nearby queries (empty when augmentations are off); ``correct``: whether each reference
+    model gets each example right.
+    """
+
+    margin: dict[str, np.ndarray]
+    augmented: dict[str, np.ndarray]
+    correct: dict[str, np.ndarray]
+
+    @property
+    def count(self) -> int:
+        return self.margin["forget"].shape[1]
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,7 @@ class AuditContext:
     two_sided: bool
     baseline_fair: bool
     notes: tuple[str, ...]
+    references: ReferenceSignals | None = None
 
     @property
     def policy(self) -> Policy:
@@ -119,6 +145,10 @@ class AuditContext:
     @property
     def has_retrained(self) -> bool:
         return "retrained" in self.views
+
+    @property
+    def has_augmented(self) -> bool:
+        return bool(self.views["original"].augmented)
 
     @property
     def membership_ready(self) -> bool:
@@ -274,6 +304,59 @@ def _model_views(
     return views
 
 
+def nearby_queries(roles: Roles, options: AuditOptions) -> dict[str, list[torch.Tensor]]:
+    """The augmented copies of the forget and test inputs every model is queried on (none if off).
+
+    One noise scale (the test set's per-feature spread) for both roles, so that forget and test
+    examples are perturbed alike, and the same copies for every model, so that comparisons
+    between models stay paired example by example.
+    """
+    if options.augmentations <= 0:
+        return {}
+    spread = roles.test.x.float().std(dim=0)
+    sets = {"forget": roles.forget, "test": roles.test}
+    return {
+        role: augmented_views(sets[role].x, options.augmentations, seed=options.seed + i, spread=spread)
+        for i, role in enumerate(PER_EXAMPLE_ROLES)
+    }
+
+
+def _mean_margins(module, queries, roles: Roles, options: AuditOptions, device) -> dict[str, np.ndarray]:
+    """A model's logit margin on the forget and test roles, averaged over the nearby queries."""
+    labels = {"forget": roles.forget.y, "test": roles.test.y}
+    return {
+        role: mean_signal(module, views, labels[role], batch_size=options.batch_size, device=device)
+        for role, views in queries.items()
+    }
+
+
+def reference_signals(
+    roles: Roles, options: AuditOptions, queries: dict[str, list[torch.Tensor]], device: torch.device
+) -> ReferenceSignals:
+    """Every reference model's logit margin (exact and averaged over the queries) and correctness.
+
+    Always recomputed: reference logits are cheap, and a cache keyed on file digests could be
+    made to answer for other models (issue #11).
+    """
+    sets = {"forget": roles.forget, "test": roles.test}
+    margin: dict[str, list] = {r: [] for r in PER_EXAMPLE_ROLES}
+    correct: dict[str, list] = {r: [] for r in PER_EXAMPLE_ROLES}
+    augmented: dict[str, list] = {r: [] for r in queries}
+    for ref in options.reference_models:
+        for role, s in sets.items():
+            logits = compute_logits(ref, s.x, batch_size=options.batch_size, device=device)
+            sig = compute_signals(logits, s.y)
+            margin[role].append(sig.logit_margin)
+            correct[role].append(sig.predictions == sig.labels)
+        for role, values in _mean_margins(ref, queries, roles, options, device).items():
+            augmented[role].append(values)
+
+    def stacked(columns: dict[str, list]) -> dict[str, np.ndarray]:
+        return {role: np.stack(cols, axis=1) for role, cols in columns.items()}
+
+    return ReferenceSignals(margin=stacked(margin), augmented=stacked(augmented), correct=stacked(correct))
+
+
 def build_context(
     original: LoadedModel, unlearned: LoadedModel, roles: Roles, options: AuditOptions, timer: StepTimer
 ) -> AuditContext:
@@ -287,6 +370,14 @@ def build_context(
     if options.progress is not None:
         options.progress("computing logits")
     views = _model_views(models, roles, options, device, timer)
+    queries = nearby_queries(roles, options)
+    with timer.step("augmented_signals"):
+        for view in views.values():
+            view.augmented = _mean_margins(view.loaded.module, queries, roles, options, device)
+    references = None
+    if options.reference_models:
+        with timer.step("reference_signals"):
+            references = reference_signals(roles, options, queries, device)
     nm_index = nonmember_index(roles)
     two_sided = membership_two_sided(
         retrained=views.get("retrained"), class_wise=roles.class_wise, policy=options.policy
@@ -304,4 +395,5 @@ def build_context(
         two_sided=two_sided.value,
         baseline_fair=fair.value,
         notes=tuple(n for n in (two_sided.note, fair.note, problem) if n),
+        references=references,
     )

@@ -1,14 +1,15 @@
 """The checks of an audit, in report order, and the loop that runs them.
 
-One module per family: :mod:`~unlearn_audit.checks.membership`, :mod:`~.forgetting`,
-:mod:`~.utility`, :mod:`~.integrity`, :mod:`~.robustness`. Adding a check means writing one
-:class:`AuditCheck` subclass and listing an instance in :data:`REGISTRY` where its row belongs.
+One module per family: :mod:`~unlearn_audit.checks.membership` (with :mod:`~.per_example`),
+:mod:`~.forgetting`, :mod:`~.utility`, :mod:`~.integrity`, :mod:`~.robustness`. Adding a check means
+writing one :class:`AuditCheck` subclass and listing an instance in :data:`REGISTRY` where its row belongs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from attacks.calibration import calibration_residuals
 from unlearn_audit.checks.base import (
     AttackRecord,
     AuditCheck,
@@ -19,14 +20,8 @@ from unlearn_audit.checks.base import (
 )
 from unlearn_audit.checks.forgetting import ForgetAccuracy, ForgetClassPredictions, ForgetClassRank
 from unlearn_audit.checks.integrity import ModelChanged
-from unlearn_audit.checks.membership import (
-    LabelOnlyTest,
-    MembershipPower,
-    PairedTest,
-    PopulationTest,
-    ReferenceTest,
-    calibration_residuals,
-)
+from unlearn_audit.checks.membership import LabelOnlyTest, MembershipPower, PopulationTest
+from unlearn_audit.checks.per_example import PairedTest, ReferenceTest, RmiaTest
 from unlearn_audit.checks.robustness import RobustAccuracyDrop
 from unlearn_audit.checks.utility import RetainAccuracyDrop, UnseenAccuracyDrop
 from unlearn_audit.context import AuditContext, StepTimer
@@ -49,6 +44,7 @@ REGISTRY: tuple[AuditCheck, ...] = (
     PopulationTest(),
     PairedTest(),
     ReferenceTest(),
+    RmiaTest(),
     LabelOnlyTest(),
     RetainAccuracyDrop(),
     UnseenAccuracyDrop(),

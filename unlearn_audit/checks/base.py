@@ -121,11 +121,14 @@ def judge_excess(
     power_detail: str,
     gain: float | None = None,
     gain_ci: tuple[float, float] | None = None,
+    degenerate: str | None = None,
 ) -> tuple[str, str]:
     """Status and reason for a membership test (rules in :mod:`unlearn_audit.checks.membership`).
 
     ``excess``/``ci``: the unlearned model's AUC excess over its baseline. ``gain``/``gain_ci``:
-    the original's AUC minus the unlearned model's on the same examples.
+    the original's AUC minus the unlearned model's on the same examples. ``degenerate``: why a
+    model's scores are too tied or too coarse to show membership; such a test may still fail
+    (its floored interval lies beyond the margin all the same) but never passes.
     """
     if ci is None:
         return INCONCLUSIVE, "no confidence interval could be computed (too few examples)"
@@ -142,6 +145,11 @@ def judge_excess(
         )
     if not power:
         return INCONCLUSIVE, f"no power: {power_detail}"
+    if degenerate:
+        return (
+            INCONCLUSIVE,
+            f"degenerate signal ({degenerate}): tied or quantised scores cannot show forgetting",
+        )
     inside = hi <= margin and (not two_sided or lo >= -margin)
     if not inside:
         return INCONCLUSIVE, (
