@@ -111,6 +111,26 @@ def interval_status(value: float, ci, threshold: float, *, what: str) -> tuple[s
     return INCONCLUSIVE, f"{what} {value:+.3f}, interval [{lo:+.3f}, {hi:+.3f}] crosses {threshold:.3f}"
 
 
+def _kept_most_leakage(
+    lo: float, gain_ci: tuple[float, float] | None, original_excess: float | None
+) -> str | None:
+    """Why the unlearned model kept most of the original's leak, or None.
+
+    Needs all three: the unlearned model's excess interval above 0 (it still recognises the forget
+    set), the original's excess positive, and the whole gain interval below half of it (at most
+    half of the leak was removed, with confidence). An honest retrain removes the whole leak, so
+    its gain interval reaches the original's excess; one that forgot nothing keeps it all.
+    """
+    if gain_ci is None or original_excess is None or not original_excess > 0 or not lo > 0:
+        return None
+    if gain_ci[1] < original_excess / 2:
+        return (
+            f"interval above 0 from {lo:+.3f}, and the AUC gain over the original, at most "
+            f"{gain_ci[1]:+.3f}, removed less than half of the original's excess {original_excess:+.3f}"
+        )
+    return None
+
+
 def judge_excess(
     excess: float,
     ci: tuple[float, float] | None,
@@ -122,6 +142,7 @@ def judge_excess(
     gain: float | None = None,
     gain_ci: tuple[float, float] | None = None,
     degenerate: str | None = None,
+    original_excess: float | None = None,
 ) -> tuple[str, str]:
     """Status and reason for a membership test (rules in :mod:`unlearn_audit.checks.membership`).
 
@@ -129,6 +150,9 @@ def judge_excess(
     the original's AUC minus the unlearned model's on the same examples. ``degenerate``: why a
     model's scores are too tied or too coarse to show membership; such a test may still fail
     (its floored interval lies beyond the margin all the same) but never passes.
+    ``original_excess``: the original model's excess; with power, a forget set that is still
+    recognised (``lo > 0``) while the gain is surely below half of it has kept most of what the
+    original leaked: a fail even when the leak itself is below the margin.
     """
     if ci is None:
         return INCONCLUSIVE, "no confidence interval could be computed (too few examples)"
@@ -145,6 +169,9 @@ def judge_excess(
         )
     if not power:
         return INCONCLUSIVE, f"no power: {power_detail}"
+    kept = _kept_most_leakage(lo, gain_ci, original_excess)
+    if kept:
+        return FAIL, f"forget set still recognised ({kept}); {power_detail}"
     if degenerate:
         return (
             INCONCLUSIVE,

@@ -12,6 +12,10 @@ How a membership check decides (see README, "How the verdict is reached"):
 * A test has *power* only if it recognises the forget set on the ORIGINAL model (the
   original's excess has ``lo > 0``). A test without power cannot show forgetting: it is
   reported as inconclusive and does not gate.
+* With power, a test also **fails** a model that kept most of the original's leak: its own
+  excess interval lies above 0 and the whole gain interval (original AUC minus unlearned AUC)
+  lies below half of the original's excess. A model that forgot nothing is then failed even
+  when the original's leak is smaller than the margin plus the interval's half-width.
 * **pass** needs all four: power; scores that are not degenerate (a model whose scores all tie,
   or take a handful of values, has measured nothing; see :func:`degenerate_reason`); the
   unlearned model's whole interval inside the margin (``hi <= m``, and ``lo >= -m`` with a
@@ -241,7 +245,7 @@ class MembershipCheck(AuditCheck):
         retrained model, a residual from a line on reference models) and so hide its ties.
         """
         value, ci = excess or _over_chance(results["unlearned"])
-        original_ci = (original_excess or _over_chance(results["original"]))[1]
+        original_value, original_ci = original_excess or _over_chance(results["original"])
         power = original_ci is not None and original_ci[0] > 0
         gain, gain_ci = self.auc_gap(ctx, results["original"], results["unlearned"])
         status, reason = judge_excess(
@@ -259,6 +263,7 @@ class MembershipCheck(AuditCheck):
                 if r
             )
             or None,
+            original_excess=original_value,
         )
         return Judgement(label=label, status=status, reason=reason, value=value, ci=ci, power=power)
 
