@@ -5,8 +5,11 @@ set), a second retraining with another seed (the honest "unlearned" model) and 8
 models (trained without the forget set, cached by :mod:`unlearn_audit.reference_models`).
 Three audits per seed:
 
-* (a) forgot nothing (unlearned = original) with ``--retrained``: should FAIL;
+* (a) forgot nothing with ``--retrained``: should FAIL;
 * (b) forgot nothing with the 8 reference models only: should FAIL;
+
+"Forgot nothing" is the original with every weight moved by 0.1% of its tensor's scale: the same
+behaviour, but past the integrity check's threshold, so the membership tests must fail it.
 * (c) the honest retraining with both: should PASS.
 
 Prints one row per audit: verdict, and the membership checks' status and interval.
@@ -50,6 +53,18 @@ def trained(path: Path, train_set, *, arch: str, roles, seed: int):
     return load_model(path)
 
 
+def disguised(model, seed: int):
+    """The original with small relative noise on every weight (it forgot nothing)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in out.module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 1e-3 * p.abs().mean())
+    return out
+
+
 def run_seed(seed: int, out: Path, *, arch: str, n_refs: int) -> list[dict]:
     roles = make_roles(load_dataset("mnist-5k"), "random:400", seed=seed)
     everything = TensorSet(
@@ -60,10 +75,12 @@ def run_seed(seed: int, out: Path, *, arch: str, n_refs: int) -> list[dict]:
     original = trained(folder / "original.pt", everything, arch=arch, roles=roles, seed=seed)
     retrained = trained(folder / "retrained.pt", roles.retain, arch=arch, roles=roles, seed=seed + 100)
     honest = trained(folder / "honest.pt", roles.retain, arch=arch, roles=roles, seed=seed + 200)
-    refs, note = train_reference_set(original, roles, count=n_refs, seed=seed, device="cpu", cache_dir=out)
+    reference_set = train_reference_set(original, roles, count=n_refs, seed=seed, device="cpu", cache_dir=out)
+    refs, note = reference_set.models, reference_set.note
+    nothing = disguised(original, seed)
     audits = {
-        "a: original, --retrained": dict(unlearned=original, retrained=retrained),
-        "b: original, references": dict(unlearned=original, reference_models=refs, reference_note=note),
+        "a: forgot nothing, --retrained": dict(unlearned=nothing, retrained=retrained),
+        "b: forgot nothing, references": dict(unlearned=nothing, reference_models=refs, reference_note=note),
         "c: honest, both": dict(unlearned=honest, retrained=retrained, reference_models=refs),
     }
     rows = []
