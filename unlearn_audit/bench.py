@@ -157,13 +157,15 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
-            raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
+            raise ConfigError(f"`seeds` must be >= 1, got {self.seeds}", param="seeds")
         if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"`epochs` must be >= 1, got {self.epochs}", param="epochs")
         if self.robust_samples < 1:
-            raise ConfigError(f"--robust-samples must be >= 1, got {self.robust_samples}")
+            raise ConfigError(
+                f"`robust_samples` must be >= 1, got {self.robust_samples}", param="robust_samples"
+            )
         if not self.methods:
-            raise ConfigError("--methods needs at least one method name")
+            raise ConfigError("`methods` needs at least one method name", param="methods")
 
     @classmethod
     def make(
@@ -513,7 +515,8 @@ def run_benchmark(
     methods = tuple(m for m in config.methods if m != GOLD)
     if GOLD in config.method_params:
         raise ConfigError(
-            "--set retrain.*: the retrain row is the retrained model; set --epochs for its recipe"
+            "`method_params` retrain.*: the retrain row is the retrained model; set `epochs` for its recipe",
+            param=("method_params", "epochs"),
         )
     instances = check_methods(methods, config.method_params)
     bench = _Benchmark(config, out_dir, say or silent, progress_factory, instances)

@@ -32,6 +32,7 @@ from unlearn_audit.cli_common import (
     one_line,
     parse_sets,
     progress_bar,
+    render_error,
     state,
 )
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
@@ -433,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
             typer.echo(f"unlearn-audit: error: {one_line(exc.format_message())} (see --help)", err=True)
         sys.exit(EXIT_USAGE)
     except UnlearnAuditError as exc:  # raised outside a command body (e.g. while parsing)
-        typer.echo(f"unlearn-audit: error: {one_line(exc)}", err=True)
+        typer.echo(f"unlearn-audit: error: {render_error(exc)}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -182,14 +182,15 @@ def _original_recipe(original: LoadedModel) -> TrainConfig:
     """
     if original.arch in _METHOD_ARCHS:
         raise ConfigError(
-            f"--reference-models cannot retrain a {original.arch!r} model with its own recipe; "
-            "train reference "
-            "models without the forget set yourself and pass --reference-dir"
+            f"`reference_models` cannot retrain a {original.arch!r} model with its own recipe; "
+            "train reference models without the forget set yourself and pass `reference_dir`",
+            param=("reference_models", "reference_dir"),
         )
     if original.format != "native" or not original.arch:
         raise ConfigError(
-            "--reference-models needs a native checkpoint of the original (architecture and recipe); "
-            "for other formats train reference models yourself and pass --reference-dir"
+            "`reference_models` needs a native checkpoint of the original (architecture and recipe); "
+            "for other formats train reference models yourself and pass `reference_dir`",
+            param=("reference_models", "reference_dir"),
         )
     recipe = original.metadata.get("provenance", {}).get("train_config")
     return TrainConfig.from_dict(recipe) if isinstance(recipe, dict) else TrainConfig()

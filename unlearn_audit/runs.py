@@ -84,7 +84,10 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
     """Create the output folder before any long work; a file in its place is a ``ConfigError``."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the tables, checkpoints and audits")
+        raise ConfigError(
+            f"`out_dir` {out} is a file; give a folder for the tables, checkpoints and audits",
+            param="out_dir",
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

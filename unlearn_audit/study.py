@@ -108,19 +108,23 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
-            raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
+            raise ConfigError(f"`seeds` must be >= 1, got {self.seeds}", param="seeds")
         if self.adversarial not in ("pgd", "fgsm"):
-            raise ConfigError(f"--adversarial must be pgd or fgsm, got {self.adversarial!r}")
+            raise ConfigError(
+                f"`adversarial` must be pgd or fgsm, got {self.adversarial!r}", param="adversarial"
+            )
         if self.attack_eps is not None and not self.attack_eps > 0:
-            raise ConfigError(f"--attack-eps must be > 0, got {self.attack_eps}")
+            raise ConfigError(f"`attack_eps` must be > 0, got {self.attack_eps}", param="attack_eps")
         if self.attack_steps is not None and self.attack_steps < 1:
-            raise ConfigError(f"--attack-steps must be >= 1, got {self.attack_steps}")
+            raise ConfigError(f"`attack_steps` must be >= 1, got {self.attack_steps}", param="attack_steps")
         if self.robust_samples < 1:
-            raise ConfigError(f"--robust-samples must be >= 1, got {self.robust_samples}")
+            raise ConfigError(
+                f"`robust_samples` must be >= 1, got {self.robust_samples}", param="robust_samples"
+            )
         if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"`epochs` must be >= 1, got {self.epochs}", param="epochs")
         if not self.methods:
-            raise ConfigError("--methods needs at least one method name")
+            raise ConfigError("`methods` needs at least one method name", param="methods")
 
     @classmethod
     def make(
@@ -238,7 +242,8 @@ def _bundled(
     for name in method_params:
         if name not in methods:
             raise ConfigError(
-                f"--set {name}.*: method {name!r} is not among --methods ({', '.join(methods)})"
+                f"`method_params` {name}.*: method {name!r} is not among `methods` ({', '.join(methods)})",
+                param=("method_params", "methods"),
             )
     bundled = {i.name for i in list_methods()}
     instances = {m: get_method(m, **dict(method_params.get(m, {}))) for m in methods if m in bundled}

@@ -297,7 +297,9 @@ class UnlearningMethod:
         if not isinstance(data, UnlearnData):
             raise DataError(f"data must be an UnlearnData, got {type(data).__name__}")
         if self.needs_retain and not data.has_retain:
-            raise ConfigError(self._missing_retain_message())
+            raise ConfigError(
+                self._missing_retain_message(), param=("data", "forget", "retain_data", "params")
+            )
 
     def _execute(
         self,
@@ -334,10 +336,10 @@ class UnlearningMethod:
     def _missing_retain_message(self) -> str:
         if "retain" not in self.requires:
             return (
-                f"method {self.name!r} with retain='use' needs the retain set; pass --data/--forget or "
-                "--retain-data, or --set retain=none to unlearn from the forget set alone"
+                f"method {self.name!r} with retain='use' needs the retain set; pass `data`/`forget` or "
+                "`retain_data`, or `params` retain=none to unlearn from the forget set alone"
             )
-        return f"method {self.name!r} needs the retain set; pass --data/--forget or --retain-data"
+        return f"method {self.name!r} needs the retain set; pass `data`/`forget` or `retain_data`"
 
     def _run(
         self,
