@@ -368,8 +368,8 @@ def _recorded_state(chosen, loaded: LoadedModel) -> dict:
     state = loaded.metadata.get("extra", {}).get("method_state")
     if not state or state.get("method") != state_name:
         raise ConfigError(
-            f"method {chosen.name!r} needs state recorded during training; train the original with "
-            f"`for_method` {state_name}",
+            f"method {chosen.name!r} needs state recorded during training; record it when training the "
+            f"original (train `for_method` {state_name})",
             param="for_method",
         )
     return {"state": state}

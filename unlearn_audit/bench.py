@@ -17,7 +17,7 @@ What one seed ``s`` does (everything is written below ``out_dir/seed-<s>/``):
 2. for every method, unlearn the original (:func:`unlearn_audit.api.unlearn_checkpoint`,
    ``seed=s``) into ``unlearned-<method>.pt``. A method that needs state recorded during training
    (``needs_state``, e.g. SISA) gets its own original, ``original-<state>.pt``, trained through
-   ``train_with_state``; its audit then compares against that model;
+   ``record_training``; its audit then compares against that model;
 3. audit every result with :func:`unlearn_audit.audit.evaluate` against the retrained model
    (``audit-<method>.json``); the ``retrain`` row audits the retrained model itself.
 

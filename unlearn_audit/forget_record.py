@@ -71,7 +71,8 @@ def verify_forget_set(
             hint = f"; `forget_seed` {found} reproduces it" if found is not None else ""
         raise ConfigError(
             f"the {name} model was made for another forget set (spec {record['spec']!r}, seed "
-            f"{record['seed']}) than this audit's (spec {spec!r}, seed {seed}){hint}"
+            f"{record['seed']}) than this audit's (spec {spec!r}, seed {seed}){hint}",
+            param="forget_seed" if hint else None,
         )
 
 

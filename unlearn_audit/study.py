@@ -15,12 +15,13 @@ RQ4    at_model    after   ... after the deletion?
 Each cell reports ACC (clean accuracy), R-ACC (accuracy under a PGD L-inf attack; an example
 counts only if it is classified correctly clean and attacked) and Gap = ACC - R-ACC, in percent,
 on a fixed seeded subset of the test set (:func:`unlearn_audit.runs.robustness_subset`), measured with
-:func:`unlearn_audit.robustness.measure_robustness` (MNIST-like data eps 0.3 / 40 steps, others
-8/255 / 10 steps, unless overridden). Adversarial training uses the same eps as the attack.
+:func:`unlearn_audit.robustness.measure_robustness` with the data family's threat model
+(:data:`attacks.threat.THREAT_MODELS`, unless overridden). Adversarial training uses the same eps as
+the attack.
 
 Both models are trained on the FULL training set (the forget set is drawn with the seed, as in
 ``unlearn-audit train --forget``). A method that needs state recorded during training (SISA,
-amnesiac, ...) gets its own original trained through ``train_with_state`` with the same recipe,
+amnesiac, ...) gets its own original trained through ``record_training`` with the same recipe,
 so its "before" model is that method's own model (e.g. the SISA ensemble), not the shared one;
 the table says so. Methods that are not bundled, or whose training state cannot be produced for
 a model (e.g. a recipe the method refuses), appear as ``unavailable`` rows with the reason.
@@ -81,8 +82,8 @@ class StudyConfig:
         seeds: seeds ``0..seeds-1`` (1); each trains both models and runs every method.
         adversarial: adversarial training of the at_model, ``pgd`` (Madry) or ``fgsm`` (Wong).
         attack_eps: L-inf radius of the evaluation attack and of adversarial training
-            (data-family default: 0.3 MNIST-like, 8/255 others; 0.1 quick).
-        attack_steps: PGD steps of the evaluation attack (40 MNIST-like, 10 others; 10 quick).
+            (default: the data family's, from :data:`attacks.threat.THREAT_MODELS`; 0.1 quick).
+        attack_steps: PGD steps of the evaluation attack (the family's; 10 quick).
         train_steps: PGD steps in adversarial training (recipe default 10; 5 quick).
         robust_samples: test examples attacked (500; 200 quick).
         epochs: training epochs of both models (recipe default; 5 quick).

@@ -214,7 +214,7 @@ class StatefulMethod(UnlearningMethod, metaclass=ABCMeta):
         )
 
     def _check_state(self, state: object) -> dict:
-        how = f"train the original with `for_method` {self.state_name}"
+        how = f"record it when training the original (train `for_method` {self.state_name})"
         if state is None:
             raise ConfigError(
                 f"method {self.name!r} needs the state recorded during training; {how}", param="for_method"
