@@ -39,3 +39,31 @@ def test_evaluate_errors_name_the_keyword_and_the_flag(options, python, cli, tmp
         evaluate_audit(original=tmp_path / "o.pt", unlearned=tmp_path / "u.pt", **options)
     assert python in str(err.value)
     assert cli in render_error(err.value)
+
+
+def _quoted(field: str) -> str:
+    """``THREAT_MODELS``' values of ``field`` as the help texts quote them."""
+    from attacks.threat import THREAT_MODELS
+
+    def number(value: float) -> str:
+        return (
+            f"{round(value * 255)}/255" if value < 0.1 and float(value * 255).is_integer() else f"{value:g}"
+        )
+
+    mnist, other = THREAT_MODELS["mnist"], THREAT_MODELS["other"]
+    assert getattr(THREAT_MODELS["cifar"], field) == getattr(other, field)
+    return f"{number(getattr(mnist, field))} MNIST-like, {number(getattr(other, field))} other"
+
+
+def test_help_texts_quote_the_threat_model_table():
+    from unlearn_audit.cli_common import EPS_DEFAULTS, STEPS_DEFAULTS
+
+    assert EPS_DEFAULTS == _quoted("eps") and STEPS_DEFAULTS == _quoted("steps")
+
+
+def test_adversarial_training_uses_the_family_threat_model():
+    from attacks.threat import THREAT_MODELS
+    from unlearn_audit.training import default_config
+
+    for family, threat in THREAT_MODELS.items():
+        assert default_config("mlp", family).eps == threat.eps
