@@ -43,17 +43,15 @@ from unlearn_audit.data import Roles, make_roles
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.models import LoadedModel, fingerprint_module, load_model
 from unlearn_audit.policy import DEFAULT_POLICY, Policy
+from unlearn_audit.progress import Say, no_progress, silent
 from unlearn_audit.run_config import config_dict, quick_common, quick_or
 from unlearn_audit.runs import (
     Built,
     RunSteps,
-    Say,
     Stat,
     checkpoint_seconds,
     needs_state,
-    no_progress,
     robustness_measure,
-    silent,
     state_name,
     summarize,
 )

@@ -31,7 +31,7 @@ from unlearn_audit.run_config import parse_method_sets, parse_methods
 
 if TYPE_CHECKING:
     from unlearn_audit.api import ProgressFactory
-    from unlearn_audit.runs import Say
+    from unlearn_audit.progress import Say
 
 DataOpt = Annotated[
     str | None,

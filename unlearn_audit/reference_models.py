@@ -26,6 +26,7 @@ from torch import nn
 from unlearn_audit.data import Roles
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.models import LoadedModel, build_model, fingerprint_module, load_model, save_checkpoint
+from unlearn_audit.progress import ProgressFn
 from unlearn_audit.training import TrainConfig, train_model
 
 __all__ = ["ReferenceSet", "cache_root", "load_reference_dir", "signal_cache", "train_reference_set"]
@@ -66,7 +67,7 @@ def train_reference_set(
     seed: int,
     device,
     cache_dir: str | Path | None = None,
-    progress=None,
+    progress: ProgressFn | None = None,
     use_cache: bool = True,
 ) -> ReferenceSet:
     """Train ``count`` reference models WITHOUT the forget set, with the original's recipe.

@@ -9,7 +9,6 @@ not change (:class:`ArtifactStore`), so an interrupted run picks up where it sto
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -21,27 +20,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from unlearn_audit import __version__
-from unlearn_audit.api import ProgressFactory, train_checkpoint, unlearn_checkpoint
+from unlearn_audit.api import train_checkpoint, unlearn_checkpoint
 from unlearn_audit.data import load_dataset, sha256_file
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.fileio import atomic_write_text
 from unlearn_audit.models import resolve_device
+from unlearn_audit.progress import ProgressFactory, Say
 from unlearn_audit.provenance import environment
 from unlearn_audit.report import write_json
 from unlearn_audit.robustness import robustness_measure, robustness_subset  # noqa: F401  (bench, study)
-
-Say = Callable[[str], None]
-
-
-def silent(_: str) -> None:
-    """A ``say`` that prints nothing (library use without a console)."""
-    return None
-
-
-def no_progress(_: str) -> contextlib.AbstractContextManager:
-    """A progress factory whose bars do nothing (``progress`` is ``None``)."""
-    return contextlib.nullcontext()
-
 
 # =========================================================================== statistics
 

@@ -42,17 +42,15 @@ from unlearn_audit.api import ProgressFactory
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
 from unlearn_audit.methods import get_method, list_methods
 from unlearn_audit.models import load_model
+from unlearn_audit.progress import Say, no_progress, silent
 from unlearn_audit.robustness import pgd_spec
 from unlearn_audit.run_config import config_dict, parse_methods, quick_common, quick_or
 from unlearn_audit.runs import (
     Built,
     RunSteps,
-    Say,
     Stat,
     needs_state,
-    no_progress,
     robustness_measure,
-    silent,
     summarize,
 )
 from unlearn_audit.tables import result_dict, write_study

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 from attacks.threat import THREAT_MODELS, threat_model
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError
+from unlearn_audit.progress import ProgressFn
 from unlearn_audit.torchutil import evaluation_mode, predict_labels
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def train_model(
     cfg: TrainConfig,
     *,
     device: torch.device | str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` with ``cfg``; returns the training history.
 

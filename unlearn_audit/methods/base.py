@@ -29,14 +29,13 @@ from torch import nn
 
 from unlearn_audit.errors import ConfigError, DataError, ModelError
 from unlearn_audit.methods._common import Progress, clone_model, model_dtype, seeded
+from unlearn_audit.progress import ProgressFn
 from unlearn_audit.torchutil import evaluation_mode
 
 __all__ = ["UnlearnData", "UnlearnOutcome", "UnlearningMethod", "RunResult", "param", "ProgressFn"]
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
-"""``progress(done, total)``: called after each unit of work (optimizer or attack step)."""
 
 _PIXEL_TOL = 1e-6
 
