@@ -1,4 +1,4 @@
-"""Model plumbing shared by the attacks: device names, eval mode, batched forward passes.
+"""Model plumbing shared by the attacks: device names, input checks, batched forward passes.
 
 An audit must leave the models it inspects exactly as it found them, and must not run out
 of memory on a large evaluation set; these helpers do both in one place.
@@ -6,13 +6,13 @@ of memory on a large evaluation set; these helpers do both in one place.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from unlearn_audit.errors import ConfigError, DataError
+from unlearn_audit.torchutil import evaluation_mode
 
 
 def resolve_device(device: torch.device | str) -> torch.device:
@@ -40,22 +40,6 @@ def check_inputs(x: object, *, min_dims: int) -> torch.Tensor:
     return x
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block; afterwards, also on errors, EVERY submodule gets its own flag back.
-
-    Restoring only the root with ``model.train(was_training)`` would also switch submodules
-    the caller had deliberately left in eval mode (e.g. a frozen BatchNorm) back to training.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 def forward_in_batches(
     model: nn.Module,
     x: torch.Tensor,
@@ -72,7 +56,7 @@ def forward_in_batches(
     the right shape, e.g. (0, K) logits.
     """
     outputs: list[torch.Tensor] = []
-    with eval_mode(model), torch.inference_mode():
+    with evaluation_mode(model), torch.inference_mode():
         for start in range(0, max(x.shape[0], 1), batch_size):
             outputs.append(keep(model(x[start : start + batch_size].to(device))))
     return outputs

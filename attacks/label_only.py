@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from unlearn_audit.errors import ConfigError, DataError
+from unlearn_audit.torchutil import kept_modes
 
 __all__ = ["label_only_attack"]
 
@@ -187,26 +188,24 @@ def _art_classifier(
     """
     from art.estimators.classification import PyTorchClassifier
 
-    modes = [(m, m.training) for m in model.modules()]
     param = next(model.parameters(), None)
     original_device = param.device if param is not None else None
     cuda_ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
-    try:
-        with cuda_ctx, _numpy_seed(seed):
-            dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-            yield PyTorchClassifier(
-                model=_Float32Input(model, dtype),
-                loss=nn.CrossEntropyLoss(),
-                input_shape=shape,
-                nb_classes=num_classes,
-                clip_values=(0.0, 1.0),
-                device_type="gpu" if dev.type == "cuda" else "cpu",
-            )
-    finally:
-        if original_device is not None and param is not None and param.device != original_device:
-            model.to(original_device)
-        for m, training in modes:
-            m.training = training
+    with kept_modes(model):
+        try:
+            with cuda_ctx, _numpy_seed(seed):
+                dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+                yield PyTorchClassifier(
+                    model=_Float32Input(model, dtype),
+                    loss=nn.CrossEntropyLoss(),
+                    input_shape=shape,
+                    nb_classes=num_classes,
+                    clip_values=(0.0, 1.0),
+                    device_type="gpu" if dev.type == "cuda" else "cpu",
+                )
+        finally:
+            if original_device is not None and param is not None and param.device != original_device:
+                model.to(original_device)
 
 
 def _gap_scores(classifier: object, split: _Split) -> tuple[np.ndarray, np.ndarray]:

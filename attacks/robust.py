@@ -28,6 +28,7 @@ from attacks.backends import check_run, make_attack
 from attacks.pgd import project
 from attacks.spec import AttackSpec, check_inputs
 from unlearn_audit.errors import ModelError
+from unlearn_audit.torchutil import kept_modes, predict_labels
 
 __all__ = [
     "AttackOutcome",
@@ -185,26 +186,24 @@ def attack_guard(model: nn.Module, device: torch.device) -> Iterator[None]:
     model's device. Parameters are frozen during the attack: gradients flow to the input only,
     which is also faster.
     """
-    modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
     home = params[0].device if params else None
-    try:
-        if home is not None and home != device:
-            model.to(device)
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        if home is not None and home != device:
-            model.to(home)
-        for p, flag, grad in zip(params, flags, grads, strict=True):
-            p.requires_grad_(flag)
-            p.grad = grad
-        for m, mode in modes:
-            m.training = mode
+    with kept_modes(model):
+        try:
+            if home is not None and home != device:
+                model.to(device)
+            model.eval()
+            for p in params:
+                p.requires_grad_(False)
+            yield
+        finally:
+            if home is not None and home != device:
+                model.to(home)
+            for p, flag, grad in zip(params, flags, grads, strict=True):
+                p.requires_grad_(flag)
+                p.grad = grad
 
 
 @contextlib.contextmanager
@@ -232,13 +231,6 @@ def batches(x: Tensor, y: Tensor, batch_size: int, device: torch.device) -> Iter
             x[i : i + batch_size].detach().to(device),
             y[i : i + batch_size].detach().to(device=device, dtype=torch.long),
         )
-
-
-@torch.no_grad()
-def predict_labels(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """Arg-max predictions (CPU, long) for ``x`` in batches, without gradients."""
-    out = [model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
 def _perturb(model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, run: _Run) -> tuple[Tensor, list[str]]:

@@ -8,7 +8,6 @@ tensors, with the offending value in the message, before any time is spent attac
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from unlearn_audit.errors import ConfigError, DataError
+from unlearn_audit.suggest import did_you_mean
 
 __all__ = [
     "ATTACKS",
@@ -38,9 +38,7 @@ def check_choice(value: str, valid: Sequence[str], what: str) -> str:
     key = str(value).lower()
     if key in valid:
         return key
-    hint = difflib.get_close_matches(key, list(valid), n=1)
-    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-    raise ConfigError(f"unknown {what} {value!r}; available: {', '.join(valid)}{suggestion}")
+    raise ConfigError(f"unknown {what} {value!r}; available: {', '.join(valid)}{did_you_mean(key, valid)}")
 
 
 def _is_real(value: object) -> bool:

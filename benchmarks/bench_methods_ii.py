@@ -89,9 +89,9 @@ def bench_sisa(train: TensorSet, test: TensorSet, quick: bool) -> None:
     for shards in (1, 2, 5) if quick else (1, 2, 5, 10, 20):
         method = get_method("sisa", shards=shards, slices=4)
         start = time.perf_counter()
-        ens, extra = method.train_with_state(mlp(0), train, cfg)
-        t_train = time.perf_counter() - start
-        out = method.unlearn(ens, unlearn_data(train, forget), state=extra["method_state"])
+        trained = method.record_training(mlp(0), train, cfg)
+        ens, t_train = trained.model, time.perf_counter() - start
+        out = method.unlearn(ens, unlearn_data(train, forget), state=trained.state)
         share = out.notes[0].split("(")[-1].split("%")[0]
         print(
             f"{shards:6d} {100 * acc(ens, test):8.2f}% {t_train:8.1f} {out.seconds:9.2f} {share:>10s}% "
@@ -117,8 +117,8 @@ def bench_amnesiac(train: TensorSet, test: TensorSet, quick: bool) -> None:
         ("amnesiac_per_sample", {"storage": "topk", "topk_fraction": 0.01, "repair_epochs": 1}),
     ):
         method = get_method(name, **params)
-        model, extra = method.train_with_state(mlp(0), train, cfg, sensitive=sensitive)
-        state = extra["method_state"]
+        trained = method.record_training(mlp(0), train, cfg, sensitive=sensitive)
+        model, state = trained.model, trained.state
         if name == "amnesiac" and not params:
             print(
                 f"{'original':58s} {100 * acc(model, forget_set):6.1f}% {100 * acc(model, test):6.2f}% "
@@ -143,12 +143,12 @@ def bench_deltagrad(train: TensorSet, test: TensorSet, quick: bool) -> None:
     cfg = TrainConfig(epochs=steps, batch_size=len(train), lr=0.5, optimizer="sgd", momentum=0.0, seed=0)
     method = get_method("deltagrad", l2=1e-3)
     start = time.perf_counter()
-    model, extra = method.train_with_state(model, train, cfg)
+    trained = method.record_training(model, train, cfg)
+    model, state = trained.model, trained.state
     print(
         f"training {steps} GD steps: {time.perf_counter() - start:.1f} s, test accuracy "
         f"{100 * acc(model, test):.2f}%"
     )
-    state = extra["method_state"]
     print(
         f"{'deleted':>7s} {'exact s':>8s} {'deltagrad s':>11s} {'speed-up':>8s} {'|dg - retrain|':>15s} "
         f"{'|orig - retrain|':>16s}"

@@ -99,9 +99,9 @@ def main() -> None:
 
     clean_model, _ = fit_bayes_logreg(train.x, train.y, 2, num_samples=args.samples, seed=args.seed, **hmc)
     method = get_method("mcmc_unlearn", num_samples=args.samples, temperature=args.temperature, **hmc)
-    corrupt_model, extra = method.train_with_state(nn.Linear(30, 2), noisy, TrainConfig(seed=args.seed))
+    trained = method.record_training(nn.Linear(30, 2), noisy, TrainConfig(seed=args.seed))
+    corrupt_model, state = trained.model, trained.state
     assert isinstance(corrupt_model, BayesLogReg)
-    state = extra["method_state"]
 
     with torch.no_grad():
         wrong = corrupt_model(val.x).argmax(1) != val.y

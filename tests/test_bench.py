@@ -117,7 +117,7 @@ def test_parse_method_sets():
     }
     with pytest.raises(ConfigError, match="method.key=value"):
         parse_method_sets({"epochs": "5"}, ["amun"])
-    with pytest.raises(ConfigError, match="'scrub' is not among --methods"):
+    with pytest.raises(ConfigError, match="'scrub' is not among `methods`"):
         parse_method_sets({"scrub.epochs": "5"}, ["amun"])
 
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from unlearn_audit import graphguard
+from unlearn_audit.cli_common import render_error
 from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.fileio import atomic_write_text, check_distinct_paths
 from unlearn_audit.models import build_model
@@ -68,14 +69,21 @@ def test_an_output_that_is_an_input_is_refused(tmp_path):
     soft = tmp_path / "soft.pt"
     soft.symlink_to(model)
     for alias in (model, hard, soft, tmp_path / "." / "unlearned.pt"):
-        with pytest.raises(ConfigError, match="is the input --unlearned"):
-            check_distinct_paths({"--json": alias}, {"--unlearned": model})
+        with pytest.raises(ConfigError, match="is the input `unlearned`") as err:
+            check_distinct_paths({"json_out": alias}, {"unlearned": model})
+        assert err.value.params == ("json_out", "unlearned")
+        assert render_error(err.value).startswith("--json ") and "is the input --unlearned" in render_error(
+            err.value
+        )
 
 
 def test_two_outputs_on_one_path_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="--json and --html name the same file"):
-        check_distinct_paths({"--json": tmp_path / "a", "--html": tmp_path / "a"}, {})
-    check_distinct_paths({"--json": tmp_path / "a", "--html": tmp_path / "b"}, {"--original": tmp_path / "c"})
+    with pytest.raises(ConfigError, match="`json_out` and `html_out` name the same file") as err:
+        check_distinct_paths({"json_out": tmp_path / "a", "html_out": tmp_path / "a"}, {})
+    assert render_error(err.value).startswith("--json and --html name the same file")
+    check_distinct_paths(
+        {"json_out": tmp_path / "a", "html_out": tmp_path / "b"}, {"original": tmp_path / "c"}
+    )
 
 
 # --------------------------------------------------------------------------- the watchdog
@@ -372,8 +380,9 @@ def test_torchscript_is_refused_unless_trusted_and_then_still_inspected(tmp_path
 
     path = tmp_path / "print.pt"
     torch.jit.save(_quiet_script(_Print()), str(path))
-    with pytest.raises(ModelError, match="pass --trust-torchscript"):
+    with pytest.raises(ModelError, match="pass `trust_torchscript`") as err:
         load_model(path)
+    assert err.value.param == "trust_torchscript" and "pass --trust-torchscript" in render_error(err.value)
     with pytest.raises(ModelError, match="prim::Print"):
         load_model(path, trust_torchscript=True)
 

@@ -20,6 +20,7 @@ import torchattacks
 from sklearn.datasets import load_digits
 from torch import nn
 
+from unlearn_audit.cli_common import render_error
 from unlearn_audit.errors import ConfigError, DataError, ModelError
 from unlearn_audit.methods import UnlearnData, build_adversarial_set, get_method, list_methods
 from unlearn_audit.methods._common import batches, n_batches, random_wrong_labels
@@ -200,10 +201,14 @@ def test_retain_access(name, cnn, data):
             get_method(name, **FAST[name]).unlearn(cnn, forget_only)
         if name == "finetune":
             assert str(err.value) == (
+                "method 'finetune' needs the retain set; pass `data`/`forget` or `retain_data`"
+            )
+            assert render_error(err.value) == (
                 "method 'finetune' needs the retain set; pass --data/--forget or --retain-data"
             )
         if name in OPTIONAL_RETAIN:
-            assert "--set retain=none" in str(err.value)
+            assert "`params` retain=none" in str(err.value)
+            assert "--set retain=none" in render_error(err.value)
     if name in OPTIONAL_RETAIN:
         out = get_method(name, **FAST[name], retain="none").unlearn(cnn, forget_only)
         assert out.touched == ("forget",)

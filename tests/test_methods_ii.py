@@ -190,7 +190,7 @@ def test_sisa_locates_forget_samples_by_content_and_refuses_bad_requests(sisa_ru
     stranger = UnlearnData(torch.full((1, 1, 8, 8), 0.5), torch.tensor([3]), train.x, train.y, 10)
     with pytest.raises(DataError, match="not in the training set recorded"):
         method.unlearn(ens, stranger, state=state)
-    with pytest.raises(ConfigError, match="needs the state recorded during training.*--for-method sisa"):
+    with pytest.raises(ConfigError, match="needs the state recorded during training.*`for_method` sisa"):
         method.unlearn(ens, split(train, [5]))
     with pytest.raises(ModelError, match="shard 0 of the model differs"):
         method.unlearn(_perturbed(ens), split(train, [5]), state=state)

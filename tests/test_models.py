@@ -188,7 +188,7 @@ def test_state_dict_with_arch_round_trip(tmp_path, inputs, wrap):
     assert loaded.format == "state_dict" and loaded.arch == "mlp"
     assert torch.equal(loaded.module(inputs), model(inputs))
     with pytest.raises(
-        ModelError, match=r"has no architecture; pass --arch \((?:\w+, )*cnn, logreg, mlp, resnet18"
+        ModelError, match=r"has no architecture; pass `arch` \((?:\w+, )*cnn, logreg, mlp, resnet18"
     ):
         load_model(path)
     with pytest.raises(ModelError, match=r"needs the number of classes and the input shape"):

@@ -78,7 +78,10 @@ def train_checkpoint(
     (the ``overrides`` the user set win where the method allows them), and its state is saved.
     """
     if without_forget and forget is None:
-        raise ConfigError("--without-forget needs --forget SPEC to know what to leave out")
+        raise ConfigError(
+            "`without_forget` needs `forget` SPEC to know what to leave out",
+            param=("without_forget", "forget"),
+        )
     dev = resolve_device(device)
     dataset = load_dataset(data, split_seed=split_seed)
     method = _stateful_method(for_method, method_params)
@@ -234,7 +237,8 @@ def unlearn_checkpoint(
     if loaded.arch is None:
         raise ConfigError(
             f"{model}: a {loaded.format} model cannot be unlearned here (its architecture is unknown); "
-            "pass a native checkpoint or a state_dict with --arch"
+            "pass a native checkpoint or a state_dict with `arch`",
+            param="arch",
         )
     num_classes = max(inputs.num_classes, loaded.num_classes or 0)
     udata = inputs.unlearn_data(num_classes)
@@ -337,10 +341,14 @@ def _unlearn_inputs(
         )
     if forget_data is None:
         raise ConfigError(
-            "name the data: --data DATA --forget SPEC, or --forget-data F.npz [--retain-data R.npz]"
+            "name the data: `data` DATA `forget` SPEC, or `forget_data` F.npz [`retain_data` R.npz]",
+            param=("data", "forget", "forget_data", "retain_data"),
         )
     if forget is not None:
-        raise ConfigError("--forget goes with --data; --forget-data already is the forget set")
+        raise ConfigError(
+            "`forget` goes with `data`; `forget_data` already is the forget set",
+            param=("forget", "data", "forget_data"),
+        )
     fset = load_npz_set(forget_data)
     rset = load_npz_set(retain_data) if retain_data else None
     num_classes = int(max(int(fset.y.max()), int(rset.y.max()) if rset is not None else 0) + 1)
@@ -360,7 +368,8 @@ def _recorded_state(chosen, loaded: LoadedModel) -> dict:
     state = loaded.metadata.get("extra", {}).get("method_state")
     if not state or state.get("method") != state_name:
         raise ConfigError(
-            f"method {chosen.name!r} needs state recorded during training; train the original with "
-            f"`unlearn-audit train --for-method {state_name}`"
+            f"method {chosen.name!r} needs state recorded during training; record it when training the "
+            f"original (train `for_method` {state_name})",
+            param="for_method",
         )
     return {"state": state}

@@ -9,7 +9,6 @@ import the classes from here.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.errors import ConfigError
+from unlearn_audit.suggest import did_you_mean
 
 __all__ = [
     "ArchSpec",
@@ -54,9 +54,7 @@ def list_archs() -> list[str]:
 
 
 def _unknown(kind: str, name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}; available: {', '.join(valid)}{hint}"
+    return f"unknown {kind} {name!r}; available: {', '.join(valid)}{did_you_mean(name, valid)}"
 
 
 def build_model(

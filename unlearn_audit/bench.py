@@ -17,7 +17,7 @@ What one seed ``s`` does (everything is written below ``out_dir/seed-<s>/``):
 2. for every method, unlearn the original (:func:`unlearn_audit.api.unlearn_checkpoint`,
    ``seed=s``) into ``unlearned-<method>.pt``. A method that needs state recorded during training
    (``needs_state``, e.g. SISA) gets its own original, ``original-<state>.pt``, trained through
-   ``train_with_state``; its audit then compares against that model;
+   ``record_training``; its audit then compares against that model;
 3. audit every result with :func:`unlearn_audit.audit.evaluate` against the retrained model
    (``audit-<method>.json``); the ``retrain`` row audits the retrained model itself.
 
@@ -43,17 +43,15 @@ from unlearn_audit.data import Roles, make_roles
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.models import LoadedModel, fingerprint_module, load_model
 from unlearn_audit.policy import DEFAULT_POLICY, Policy
+from unlearn_audit.progress import Say, no_progress, silent
 from unlearn_audit.run_config import config_dict, quick_common, quick_or
 from unlearn_audit.runs import (
     Built,
     RunSteps,
-    Say,
     Stat,
     checkpoint_seconds,
     needs_state,
-    no_progress,
     robustness_measure,
-    silent,
     state_name,
     summarize,
 )
@@ -157,13 +155,15 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
-            raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
+            raise ConfigError(f"`seeds` must be >= 1, got {self.seeds}", param="seeds")
         if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"`epochs` must be >= 1, got {self.epochs}", param="epochs")
         if self.robust_samples < 1:
-            raise ConfigError(f"--robust-samples must be >= 1, got {self.robust_samples}")
+            raise ConfigError(
+                f"`robust_samples` must be >= 1, got {self.robust_samples}", param="robust_samples"
+            )
         if not self.methods:
-            raise ConfigError("--methods needs at least one method name")
+            raise ConfigError("`methods` needs at least one method name", param="methods")
 
     @classmethod
     def make(
@@ -513,7 +513,8 @@ def run_benchmark(
     methods = tuple(m for m in config.methods if m != GOLD)
     if GOLD in config.method_params:
         raise ConfigError(
-            "--set retrain.*: the retrain row is the retrained model; set --epochs for its recipe"
+            "`method_params` retrain.*: the retrain row is the retrained model; set `epochs` for its recipe",
+            param=("method_params", "epochs"),
         )
     instances = check_methods(methods, config.method_params)
     bench = _Benchmark(config, out_dir, say or silent, progress_factory, instances)

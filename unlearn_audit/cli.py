@@ -18,10 +18,12 @@ import typer
 from unlearn_audit import __version__
 from unlearn_audit.cli_bench import register as register_bench_commands
 from unlearn_audit.cli_common import (
+    EPS_DEFAULTS,
     EXIT_FAIL,
     EXIT_INCONCLUSIVE,
     EXIT_PASS,
     EXIT_USAGE,
+    STEPS_DEFAULTS,
     DeviceOpt,
     SplitSeedOpt,
     TimeoutOpt,
@@ -32,6 +34,7 @@ from unlearn_audit.cli_common import (
     one_line,
     parse_sets,
     progress_bar,
+    render_error,
     state,
 )
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
@@ -131,7 +134,7 @@ def train(
         typer.Option("--adversarial", help="Adversarial training: pgd (Madry) or fgsm (Wong, fast)."),
     ] = None,
     eps: Annotated[
-        float | None, typer.Option("--eps", help="L-inf radius (default 0.3 MNIST, 8/255 CIFAR).")
+        float | None, typer.Option("--eps", help=f"L-inf radius (default {EPS_DEFAULTS}).")
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="PGD steps in adversarial training.")] = None,
     for_method: Annotated[
@@ -295,9 +298,9 @@ RobustnessOpt = Annotated[
 ]
 RobustSamplesOpt = Annotated[int, typer.Option("--robust-samples", help="Test examples attacked.")]
 RobustEpsOpt = Annotated[
-    float | None, typer.Option("--robust-eps", help="PGD L-inf radius (default 0.3 MNIST-like, 8/255 other).")
+    float | None, typer.Option("--robust-eps", help=f"PGD L-inf radius (default {EPS_DEFAULTS}).")
 ]
-RobustStepsOpt = Annotated[int | None, typer.Option("--robust-steps", help="PGD steps (40 MNIST, 10 other).")]
+RobustStepsOpt = Annotated[int | None, typer.Option("--robust-steps", help=f"PGD steps ({STEPS_DEFAULTS}).")]
 LabelOnlyOpt = Annotated[
     str | None,
     typer.Option("--label-only", help="Also run ART's label-only attack: gap (fast) or boundary (slow)."),
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
             typer.echo(f"unlearn-audit: error: {one_line(exc.format_message())} (see --help)", err=True)
         sys.exit(EXIT_USAGE)
     except UnlearnAuditError as exc:  # raised outside a command body (e.g. while parsing)
-        typer.echo(f"unlearn-audit: error: {one_line(exc)}", err=True)
+        typer.echo(f"unlearn-audit: error: {render_error(exc)}", err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from unlearn_audit.cli_common import (
+    EPS_DEFAULTS,
+    STEPS_DEFAULTS,
     DeviceOpt,
     SplitSeedOpt,
     TimeoutOpt,
@@ -29,7 +31,7 @@ from unlearn_audit.run_config import parse_method_sets, parse_methods
 
 if TYPE_CHECKING:
     from unlearn_audit.api import ProgressFactory
-    from unlearn_audit.runs import Say
+    from unlearn_audit.progress import Say
 
 DataOpt = Annotated[
     str | None,
@@ -104,11 +106,11 @@ AttackEpsOpt = Annotated[
     typer.Option(
         "--attack-eps",
         help="L-inf radius of the PGD attack and of adversarial training "
-        "(0.3 MNIST-like, 8/255 other; 0.1 with --quick).",
+        f"({EPS_DEFAULTS}; 0.1 with --quick).",
     ),
 ]
 AttackStepsOpt = Annotated[
-    int | None, typer.Option("--attack-steps", help="PGD steps of the attack (40 MNIST-like, 10 other).")
+    int | None, typer.Option("--attack-steps", help=f"PGD steps of the attack ({STEPS_DEFAULTS}).")
 ]
 TrainStepsOpt = Annotated[
     int | None, typer.Option("--train-steps", help="PGD steps in adversarial training (10; 5 with --quick).")

@@ -37,7 +37,7 @@ def console_errors() -> Iterator[None]:
     try:
         yield
     except UnlearnAuditError as exc:
-        typer.echo(f"unlearn-audit: error: {one_line(exc)}", err=True)
+        typer.echo(f"unlearn-audit: error: {render_error(exc)}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     except MemoryError:
         typer.echo("unlearn-audit: error: out of memory (the input is too large for this machine)", err=True)
@@ -64,6 +64,32 @@ def command_time_limit(seconds: float | None, command: str) -> Iterator[None]:
     limit = validate_timeout(seconds, "--timeout")
     with guarded(f"the {command} command", limit) if limit else contextlib.nullcontext():
         yield
+
+
+# Keywords whose flag is not the keyword with dashes for underscores.
+_FLAGS = {
+    "policy_path": "--policy",
+    "json_out": "--json",
+    "html_out": "--html",
+    "junit_out": "--junit",
+    "out_dir": "--out",
+    "set_": "--set",
+    "params": "--set",
+    "method_params": "--set",
+}
+
+
+def flag_for(param: str) -> str:
+    """The command-line flag of a library keyword: ``reference_models`` -> ``--reference-models``."""
+    return _FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
+def render_error(exc: UnlearnAuditError) -> str:
+    """The error's message on one line, each keyword it names (in backticks) shown as its flag."""
+    text = str(exc)
+    for param in exc.params:
+        text = text.replace(f"`{param}`", flag_for(param))
+    return one_line(text)
 
 
 def one_line(message: object) -> str:
@@ -130,6 +156,12 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
         out[key.strip()] = value.strip()
     return out
 
+
+# The threat-model defaults (attacks.threat.THREAT_MODELS) that help texts quote. Written out here
+# because importing the table loads torch, which would slow every start (--help included) tenfold;
+# tests/test_errors.py checks them against the table.
+EPS_DEFAULTS = "0.3 MNIST-like, 8/255 other"
+STEPS_DEFAULTS = "40 MNIST-like, 10 other"
 
 # Options with the same meaning in every command that takes them.
 SplitSeedOpt = Annotated[int, typer.Option("--split-seed", help="Seed of the built-in train/test split.")]

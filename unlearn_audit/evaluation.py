@@ -48,19 +48,31 @@ def _check_role_sources(data, forget, forget_data, retain_data, test_data) -> No
     files = [forget_data, retain_data, test_data]
     if data is not None:
         if any(files):
-            raise ConfigError("give either --data with --forget, or the three role files, not both")
+            raise ConfigError(
+                "give either `data` with `forget`, or the three role files, not both",
+                param=("data", "forget"),
+            )
         if forget is None:
-            raise ConfigError("--data needs --forget (class:K, random:F or an index file)")
+            raise ConfigError(
+                "`data` needs `forget` (class:K, random:F or an index file)", param=("data", "forget")
+            )
         return
     if all(files):
         if forget is not None:
-            raise ConfigError("--forget goes with --data; the role files already name the forget set")
+            raise ConfigError(
+                "`forget` goes with `data`; the role files already name the forget set",
+                param=("forget", "data"),
+            )
         return
     if any(files):
-        names = ("--forget-data", "--retain-data", "--test-data")
+        names = ("forget_data", "retain_data", "test_data")
         missing = [n for n, f in zip(names, files, strict=True) if not f]
-        raise ConfigError(f"role files need all three; missing {', '.join(missing)}")
-    raise ConfigError("name the data: --data DATA --forget SPEC, or --forget-data/--retain-data/--test-data")
+        shown = ", ".join(f"`{n}`" for n in missing)
+        raise ConfigError(f"role files need all three; missing {shown}", param=missing)
+    raise ConfigError(
+        "name the data: `data` DATA `forget` SPEC, or `forget_data`/`retain_data`/`test_data`",
+        param=("data", "forget", "forget_data", "retain_data", "test_data"),
+    )
 
 
 @dataclass(frozen=True)
@@ -124,10 +136,10 @@ class EvaluateRequest:
 
     def check_paths(self) -> None:
         """No output may name an input or another output."""
-        outputs = {"--json": self.json_out, "--html": self.html_out, "--junit": self.junit_out}
-        inputs = {"--original": self.original, "--unlearned": self.unlearned, "--retrained": self.retrained}
-        inputs |= {"--policy": self.policy_path, "--forget-data": self.forget_data}
-        inputs |= {"--retain-data": self.retain_data, "--test-data": self.test_data}
+        outputs = {"json_out": self.json_out, "html_out": self.html_out, "junit_out": self.junit_out}
+        inputs = {"original": self.original, "unlearned": self.unlearned, "retrained": self.retrained}
+        inputs |= {"policy_path": self.policy_path, "forget_data": self.forget_data}
+        inputs |= {"retain_data": self.retain_data, "test_data": self.test_data}
         check_distinct_paths(outputs, inputs)
 
 
@@ -142,7 +154,7 @@ def evaluate_audit(**options) -> EvaluateOutputs:
     req = EvaluateRequest(**options)
     _check_evaluate_options(req.reference_models, req.reference_dir, req.label_only)
     req.check_paths()
-    set_limit(default_timeout() if req.timeout is None else validate_timeout(req.timeout, "--timeout"))
+    set_limit(default_timeout() if req.timeout is None else _timeout(req.timeout))
     policy = load_policy(req.policy_path)
     dev = resolve_device(req.device)
     loaded = _load_inputs(req, dev)
@@ -180,13 +192,26 @@ def evaluate_audit(**options) -> EvaluateOutputs:
     return EvaluateOutputs(result, result["verdict"], written)
 
 
+def _timeout(seconds: float) -> float | None:
+    """The per-call model limit, checked by :func:`validate_timeout` (the error names ``timeout``)."""
+    try:
+        return validate_timeout(seconds, "`timeout`")
+    except ConfigError as exc:
+        raise ConfigError(str(exc), param="timeout") from None
+
+
 def _check_evaluate_options(reference_models: int, reference_dir: str | Path | None, label_only: str | None):
     if reference_models and reference_dir:
-        raise ConfigError("give --reference-models N or --reference-dir DIR, not both")
+        raise ConfigError(
+            "give `reference_models` N or `reference_dir` DIR, not both",
+            param=("reference_models", "reference_dir"),
+        )
     if label_only not in (None, "gap", "boundary"):
-        raise ConfigError(f"--label-only must be gap or boundary, got {label_only!r}")
+        raise ConfigError(f"`label_only` must be gap or boundary, got {label_only!r}", param="label_only")
     if reference_models < 0:
-        raise ConfigError(f"--reference-models must be >= 0, got {reference_models}")
+        raise ConfigError(
+            f"`reference_models` must be >= 0, got {reference_models}", param="reference_models"
+        )
 
 
 def _load_inputs(req: EvaluateRequest, device: torch.device) -> _Inputs:
@@ -235,8 +260,9 @@ def _load_models(paths, num_classes, input_shape, arch, device, trust_torchscrip
     }
     if "retrained" in models and models["retrained"].sha256 == models["unlearned"].sha256:
         raise ConfigError(
-            "--unlearned and --retrained are the same model file; the retrained model must be trained "
-            "separately without the forget set"
+            "`unlearned` and `retrained` are the same model file; the retrained model must be trained "
+            "separately without the forget set",
+            param=("unlearned", "retrained"),
         )
     for name, m in models.items():
         if m.num_classes is not None and m.num_classes < num_classes:

@@ -105,17 +105,23 @@ def check_distinct_paths(
 ) -> None:
     """Refuse an output that names an input file or another output (hard and soft links included).
 
-    Keys are the names shown to the user (``--json``, ``--unlearned``, ...).
+    Keys are the caller's keywords (``json_out``, ``unlearned``, ...); the error names them.
     """
     outs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
     ins = [(name, Path(p)) for name, p in inputs.items() if p is not None]
     for i, (name, path) in enumerate(outs):
         for other, other_path in outs[i + 1 :]:
             if _same(path, other_path):
-                raise ConfigError(f"{name} and {other} name the same file {path}; give each output its own")
+                raise ConfigError(
+                    f"`{name}` and `{other}` name the same file {path}; give each output its own",
+                    param=(name, other),
+                )
         for other, other_path in ins:
             if _same(path, other_path):
-                raise ConfigError(f"{name} {path} is the input {other}; refusing to overwrite an input")
+                raise ConfigError(
+                    f"`{name}` {path} is the input `{other}`; refusing to overwrite an input",
+                    param=(name, other),
+                )
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -46,7 +46,10 @@ def choose_forget_seed(models: dict[str, LoadedModel], explicit: int | None, fal
     }
     if len(set(seeds.values())) > 1:
         shown = ", ".join(f"{name} {seed}" for name, seed in seeds.items())
-        raise ConfigError(f"the checkpoints record different forget-set seeds ({shown}); give --forget-seed")
+        raise ConfigError(
+            f"the checkpoints record different forget-set seeds ({shown}); give `forget_seed`",
+            param="forget_seed",
+        )
     return int(next(iter(seeds.values()))) if seeds else fallback
 
 
@@ -65,10 +68,11 @@ def verify_forget_set(
         hint = ""
         if record["spec"] == spec and spec.strip().startswith("random:"):
             found = _matching_seed(dataset, spec, record["sha256"])
-            hint = f"; --forget-seed {found} reproduces it" if found is not None else ""
+            hint = f"; `forget_seed` {found} reproduces it" if found is not None else ""
         raise ConfigError(
             f"the {name} model was made for another forget set (spec {record['spec']!r}, seed "
-            f"{record['seed']}) than this audit's (spec {spec!r}, seed {seed}){hint}"
+            f"{record['seed']}) than this audit's (spec {spec!r}, seed {seed}){hint}",
+            param="forget_seed" if hint else None,
         )
 
 

@@ -382,7 +382,8 @@ def _load_torchscript(path: Path, trusted: bool) -> GuardedModule:
     if not trusted:
         raise ModelError(
             f"{path}: refused: a TorchScript file can run its own code while it loads and is not sandboxed; "
-            "export the model with torch.export (.pt2), or pass --trust-torchscript if you trust its source"
+            "export the model with torch.export (.pt2), or pass `trust_torchscript` if you trust its source",
+            param="trust_torchscript",
         )
     check_zip_sizes(path, error=ModelError)
     try:
@@ -403,7 +404,8 @@ def _load_torch_file(path, digest, arch, num_classes, input_shape, arch_kwargs) 
         return _from_state_dict(obj, path, digest, "state_dict", arch, num_classes, input_shape, arch_kwargs)
     raise ModelError(
         f"{path}: holds a {type(obj).__name__}, not a checkpoint or state_dict; export the model with "
-        "torch.export, or save its state_dict and pass --arch"
+        "torch.export, or save its state_dict and pass `arch`",
+        param="arch",
     )
 
 
@@ -483,7 +485,9 @@ def _from_state_dict(
     arch_kwargs: dict | None,
 ) -> LoadedModel:
     if arch is None:
-        raise ModelError(f"{path}: a bare {fmt} has no architecture; pass --arch ({', '.join(list_archs())})")
+        raise ModelError(
+            f"{path}: a bare {fmt} has no architecture; pass `arch` ({', '.join(list_archs())})", param="arch"
+        )
     if num_classes is None or input_shape is None:
         raise ModelError(f"{path}: a bare {fmt} needs the number of classes and the input shape")
     kwargs = dict(arch_kwargs or {})
@@ -522,6 +526,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            f"device {spec!r} requested but CUDA is not available here; use --device cpu or auto"
+            f"device {spec!r} requested but CUDA is not available here; use `device` cpu or auto",
+            param="device",
         )
     return device

@@ -26,6 +26,7 @@ from torch import nn
 from unlearn_audit.data import Roles
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.models import LoadedModel, build_model, fingerprint_module, load_model, save_checkpoint
+from unlearn_audit.progress import ProgressFn
 from unlearn_audit.training import TrainConfig, train_model
 
 __all__ = ["ReferenceSet", "cache_root", "load_reference_dir", "signal_cache", "train_reference_set"]
@@ -66,7 +67,7 @@ def train_reference_set(
     seed: int,
     device,
     cache_dir: str | Path | None = None,
-    progress=None,
+    progress: ProgressFn | None = None,
     use_cache: bool = True,
 ) -> ReferenceSet:
     """Train ``count`` reference models WITHOUT the forget set, with the original's recipe.
@@ -182,14 +183,15 @@ def _original_recipe(original: LoadedModel) -> TrainConfig:
     """
     if original.arch in _METHOD_ARCHS:
         raise ConfigError(
-            f"--reference-models cannot retrain a {original.arch!r} model with its own recipe; "
-            "train reference "
-            "models without the forget set yourself and pass --reference-dir"
+            f"`reference_models` cannot retrain a {original.arch!r} model with its own recipe; "
+            "train reference models without the forget set yourself and pass `reference_dir`",
+            param=("reference_models", "reference_dir"),
         )
     if original.format != "native" or not original.arch:
         raise ConfigError(
-            "--reference-models needs a native checkpoint of the original (architecture and recipe); "
-            "for other formats train reference models yourself and pass --reference-dir"
+            "`reference_models` needs a native checkpoint of the original (architecture and recipe); "
+            "for other formats train reference models yourself and pass `reference_dir`",
+            param=("reference_models", "reference_dir"),
         )
     recipe = original.metadata.get("provenance", {}).get("train_config")
     return TrainConfig.from_dict(recipe) if isinstance(recipe, dict) else TrainConfig()

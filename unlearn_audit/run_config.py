@@ -26,10 +26,15 @@ def parse_method_sets(pairs: Mapping[str, str], methods: Sequence[str]) -> dict[
     for key, value in pairs.items():
         method, dot, name = key.partition(".")
         if not dot or not method or not name:
-            raise ConfigError(f"--set expects method.key=value (e.g. amun.epochs=5), got {key}={value}")
+            raise ConfigError(
+                f"`method_params` expects method.key=value (e.g. amun.epochs=5), got {key}={value}",
+                param="method_params",
+            )
         if method not in methods:
             raise ConfigError(
-                f"--set {key}={value}: method {method!r} is not among --methods ({', '.join(methods)})"
+                f"`method_params` {key}={value}: method {method!r} is not among `methods` "
+                f"({', '.join(methods)})",
+                param=("method_params", "methods"),
             )
         out.setdefault(method, {})[name] = value
     return out
@@ -40,7 +45,7 @@ def parse_methods(text: str | Sequence[str]) -> tuple[str, ...]:
     items = text.split(",") if isinstance(text, str) else list(text)
     names = tuple(dict.fromkeys(n.strip() for n in items if n.strip()))
     if not names:
-        raise ConfigError(f"--methods needs at least one method name, got {text!r}")
+        raise ConfigError(f"`methods` needs at least one method name, got {text!r}", param="methods")
     return names
 
 

@@ -9,7 +9,6 @@ not change (:class:`ArtifactStore`), so an interrupted run picks up where it sto
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -21,27 +20,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from unlearn_audit import __version__
-from unlearn_audit.api import ProgressFactory, train_checkpoint, unlearn_checkpoint
+from unlearn_audit.api import train_checkpoint, unlearn_checkpoint
 from unlearn_audit.data import load_dataset, sha256_file
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.fileio import atomic_write_text
 from unlearn_audit.models import resolve_device
+from unlearn_audit.progress import ProgressFactory, Say
 from unlearn_audit.provenance import environment
 from unlearn_audit.report import write_json
 from unlearn_audit.robustness import robustness_measure, robustness_subset  # noqa: F401  (bench, study)
-
-Say = Callable[[str], None]
-
-
-def silent(_: str) -> None:
-    """A ``say`` that prints nothing (library use without a console)."""
-    return None
-
-
-def no_progress(_: str) -> contextlib.AbstractContextManager:
-    """A progress factory whose bars do nothing (``progress`` is ``None``)."""
-    return contextlib.nullcontext()
-
 
 # =========================================================================== statistics
 
@@ -84,7 +71,10 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
     """Create the output folder before any long work; a file in its place is a ``ConfigError``."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for the tables, checkpoints and audits")
+        raise ConfigError(
+            f"`out_dir` {out} is a file; give a folder for the tables, checkpoints and audits",
+            param="out_dir",
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

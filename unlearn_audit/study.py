@@ -15,12 +15,13 @@ RQ4    at_model    after   ... after the deletion?
 Each cell reports ACC (clean accuracy), R-ACC (accuracy under a PGD L-inf attack; an example
 counts only if it is classified correctly clean and attacked) and Gap = ACC - R-ACC, in percent,
 on a fixed seeded subset of the test set (:func:`unlearn_audit.runs.robustness_subset`), measured with
-:func:`unlearn_audit.robustness.measure_robustness` (MNIST-like data eps 0.3 / 40 steps, others
-8/255 / 10 steps, unless overridden). Adversarial training uses the same eps as the attack.
+:func:`unlearn_audit.robustness.measure_robustness` with the data family's threat model
+(:data:`attacks.threat.THREAT_MODELS`, unless overridden). Adversarial training uses the same eps as
+the attack.
 
 Both models are trained on the FULL training set (the forget set is drawn with the seed, as in
 ``unlearn-audit train --forget``). A method that needs state recorded during training (SISA,
-amnesiac, ...) gets its own original trained through ``train_with_state`` with the same recipe,
+amnesiac, ...) gets its own original trained through ``record_training`` with the same recipe,
 so its "before" model is that method's own model (e.g. the SISA ensemble), not the shared one;
 the table says so. Methods that are not bundled, or whose training state cannot be produced for
 a model (e.g. a recipe the method refuses), appear as ``unavailable`` rows with the reason.
@@ -41,17 +42,15 @@ from unlearn_audit.api import ProgressFactory
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
 from unlearn_audit.methods import get_method, list_methods
 from unlearn_audit.models import load_model
+from unlearn_audit.progress import Say, no_progress, silent
 from unlearn_audit.robustness import pgd_spec
 from unlearn_audit.run_config import config_dict, parse_methods, quick_common, quick_or
 from unlearn_audit.runs import (
     Built,
     RunSteps,
-    Say,
     Stat,
     needs_state,
-    no_progress,
     robustness_measure,
-    silent,
     summarize,
 )
 from unlearn_audit.tables import result_dict, write_study
@@ -81,8 +80,8 @@ class StudyConfig:
         seeds: seeds ``0..seeds-1`` (1); each trains both models and runs every method.
         adversarial: adversarial training of the at_model, ``pgd`` (Madry) or ``fgsm`` (Wong).
         attack_eps: L-inf radius of the evaluation attack and of adversarial training
-            (data-family default: 0.3 MNIST-like, 8/255 others; 0.1 quick).
-        attack_steps: PGD steps of the evaluation attack (40 MNIST-like, 10 others; 10 quick).
+            (default: the data family's, from :data:`attacks.threat.THREAT_MODELS`; 0.1 quick).
+        attack_steps: PGD steps of the evaluation attack (the family's; 10 quick).
         train_steps: PGD steps in adversarial training (recipe default 10; 5 quick).
         robust_samples: test examples attacked (500; 200 quick).
         epochs: training epochs of both models (recipe default; 5 quick).
@@ -108,19 +107,23 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
-            raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
+            raise ConfigError(f"`seeds` must be >= 1, got {self.seeds}", param="seeds")
         if self.adversarial not in ("pgd", "fgsm"):
-            raise ConfigError(f"--adversarial must be pgd or fgsm, got {self.adversarial!r}")
+            raise ConfigError(
+                f"`adversarial` must be pgd or fgsm, got {self.adversarial!r}", param="adversarial"
+            )
         if self.attack_eps is not None and not self.attack_eps > 0:
-            raise ConfigError(f"--attack-eps must be > 0, got {self.attack_eps}")
+            raise ConfigError(f"`attack_eps` must be > 0, got {self.attack_eps}", param="attack_eps")
         if self.attack_steps is not None and self.attack_steps < 1:
-            raise ConfigError(f"--attack-steps must be >= 1, got {self.attack_steps}")
+            raise ConfigError(f"`attack_steps` must be >= 1, got {self.attack_steps}", param="attack_steps")
         if self.robust_samples < 1:
-            raise ConfigError(f"--robust-samples must be >= 1, got {self.robust_samples}")
+            raise ConfigError(
+                f"`robust_samples` must be >= 1, got {self.robust_samples}", param="robust_samples"
+            )
         if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"`epochs` must be >= 1, got {self.epochs}", param="epochs")
         if not self.methods:
-            raise ConfigError("--methods needs at least one method name")
+            raise ConfigError("`methods` needs at least one method name", param="methods")
 
     @classmethod
     def make(
@@ -238,7 +241,8 @@ def _bundled(
     for name in method_params:
         if name not in methods:
             raise ConfigError(
-                f"--set {name}.*: method {name!r} is not among --methods ({', '.join(methods)})"
+                f"`method_params` {name}.*: method {name!r} is not among `methods` ({', '.join(methods)})",
+                param=("method_params", "methods"),
             )
     bundled = {i.name for i in list_methods()}
     instances = {m: get_method(m, **dict(method_params.get(m, {}))) for m in methods if m in bundled}

@@ -1,8 +1,14 @@
-"""Two small torch helpers that every part of the tool needs the same way.
+"""The torch helpers both layers share (the audit in ``unlearn_audit``, the attacks in ``attacks``).
 
-* :func:`evaluation_mode`: a pass in eval mode that leaves the caller's model as it found it.
-  Every submodule gets its own flag back, so a model whose parts were in mixed modes (a frozen
-  BatchNorm inside a training model, say) keeps them.
+A leaf module (torch only), like :mod:`unlearn_audit.errors`, so the attacks can import it without
+depending on the rest of the audit. It is the one home of two jobs that used to be written
+several times over:
+
+* putting a model's train/eval flags back. A caller that only borrows a model must leave it as it
+  found it, and restoring just the root (``model.train(was_training)``) would also flip a
+  submodule the caller had deliberately left in eval mode (a frozen BatchNorm, say). Two meanings,
+  two names: :func:`kept_modes` only restores the flags (for code that sets modes itself, as ART
+  does); :func:`evaluation_mode` also switches to eval mode for the block.
 * :func:`predict_labels`: arg-max labels of a large input, batch by batch, without gradients.
 """
 
@@ -14,15 +20,13 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["evaluation_mode", "predict_labels"]
+__all__ = ["evaluation_mode", "kept_modes", "predict_labels"]
 
 
 @contextlib.contextmanager
-def evaluation_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put ``module`` in eval mode inside the block; give every submodule its own train flag back
-    afterwards, also on errors."""
+def kept_modes(module: nn.Module) -> Iterator[nn.Module]:
+    """Give every submodule of ``module`` its own train flag back after the block, also on errors."""
     modes = [(m, m.training) for m in module.modules()]
-    module.eval()
     try:
         yield module
     finally:
@@ -30,14 +34,22 @@ def evaluation_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@contextlib.contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block, every submodule's flag restored afterwards."""
+    with kept_modes(module):
+        module.eval()
+        yield module
+
+
 @torch.no_grad()
 def predict_labels(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: torch.device | str = "cpu"
+    model: nn.Module, x: torch.Tensor, batch_size: int = 512, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """Arg-max labels (CPU, int64) of ``model`` on ``x``, ``batch_size`` rows at a time.
 
-    The model is used in whatever mode it is in; wrap the call in :func:`evaluation_mode` for a
-    model that may be training.
+    The model is used in whatever mode it is in (an attack's guard has already set it); wrap
+    the call in :func:`evaluation_mode` for a model that may be training.
     """
     out = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attacks.threat import THREAT_MODELS, threat_model
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import ConfigError
+from unlearn_audit.progress import ProgressFn
 from unlearn_audit.torchutil import evaluation_mode, predict_labels
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
     adversarial: str | None = None  # None | "pgd" | "fgsm"
-    eps: float = 0.3  # L-inf radius in [0, 1] pixel units (0.3 MNIST, 8/255 CIFAR)
+    eps: float = THREAT_MODELS["mnist"].eps  # L-inf radius in [0, 1] pixels; default_config: the family's
     alpha: float | None = None  # step size; PGD default 2.5*eps/steps, FGSM default 1.25*eps
     steps: int = 10  # PGD steps during training
     seed: int = 0
@@ -75,8 +76,8 @@ def default_config(arch: str, dataset_family: str, **overrides: object) -> Train
         base = replace(base, epochs=15, batch_size=64)
     if arch == "resnet18":
         base = replace(base, optimizer="sgd", lr=0.05, weight_decay=5e-4, epochs=15)
-    if dataset_family == "cifar":
-        base = replace(base, eps=8 / 255)
+    # Adversarial training defends against the attack the audit evaluates with: the family's threat model.
+    base = replace(base, eps=threat_model(dataset_family).eps)
     clean = {k: v for k, v in overrides.items() if v is not None}
     return replace(base, **clean)
 
@@ -117,7 +118,7 @@ def train_model(
     cfg: TrainConfig,
     *,
     device: torch.device | str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` with ``cfg``; returns the training history.
 

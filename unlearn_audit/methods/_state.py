@@ -116,8 +116,9 @@ class StatefulMethod(UnlearningMethod, metaclass=ABCMeta):
         for key, rule in self.recipe_rules.items():
             if key in given and given[key] != rule.value:
                 raise ConfigError(
-                    f"`train --for-method {self.name}` cannot use {key}={given[key]!r}: {self.name} "
-                    f"{rule.why}; leave {key} unset (the method trains with {key}={rule.value!r})"
+                    f"training with `for_method` {self.name} cannot use {key}={given[key]!r}: {self.name} "
+                    f"{rule.why}; leave {key} unset (the method trains with {key}={rule.value!r})",
+                    param="for_method",
                 )
         fixed = {k: rule.value for k, rule in self.recipe_rules.items()}
         return replace(base, **{**self.recipe_defaults, **fixed, **given})
@@ -213,16 +214,22 @@ class StatefulMethod(UnlearningMethod, metaclass=ABCMeta):
         )
 
     def _check_state(self, state: object) -> dict:
-        how = f"train the original with `unlearn-audit train --for-method {self.state_name}`"
+        how = f"record it when training the original (train `for_method` {self.state_name})"
         if state is None:
-            raise ConfigError(f"method {self.name!r} needs the state recorded during training; {how}")
+            raise ConfigError(
+                f"method {self.name!r} needs the state recorded during training; {how}", param="for_method"
+            )
         if not isinstance(state, dict) or state.get("method") != self.state_name:
             got = state.get("method") if isinstance(state, dict) else type(state).__name__
-            raise ConfigError(f"method {self.name!r} needs a {self.state_name!r} state, got {got!r}; {how}")
+            raise ConfigError(
+                f"method {self.name!r} needs a {self.state_name!r} state, got {got!r}; {how}",
+                param="for_method",
+            )
         if state.get("version") != STATE_VERSION:
             raise ConfigError(
                 f"method {self.name!r}: state version {state.get('version')!r} is not supported "
-                f"(expected {STATE_VERSION}); {how}"
+                f"(expected {STATE_VERSION}); {how}",
+                param="for_method",
             )
         return state
 
@@ -272,7 +279,9 @@ def stateful_recipe(method: object, base: TrainConfig, explicit: Mapping[str, ob
         return method.training_recipe(base, explicit)
     if not _records_state(method):
         name = getattr(method, "name", type(method).__name__)
-        raise ConfigError(f"method {name!r} needs no training state; train without --for-method")
+        raise ConfigError(
+            f"method {name!r} needs no training state; train without `for_method`", param="for_method"
+        )
     return replace(base, **{k: v for k, v in explicit.items() if v is not None})
 
 

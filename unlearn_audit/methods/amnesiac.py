@@ -82,8 +82,9 @@ def sensitive_indices(roles: object | None, sensitive: object | None, n: int) ->
     idx = sensitive if sensitive is not None else getattr(roles, "forget_indices", None)
     if idx is None:
         raise ConfigError(
-            "amnesiac training needs the sensitive samples: pass --forget SPEC to `unlearn-audit train "
-            "--for-method amnesiac` (those samples can be unlearned later)"
+            "amnesiac training needs the sensitive samples: pass `forget` SPEC when training with "
+            "`for_method` amnesiac (those samples can be unlearned later)",
+            param=("forget", "for_method"),
         )
     arr = np.unique(np.asarray(torch.as_tensor(idx).cpu().numpy(), dtype=np.int64))
     if arr.size == 0 or int(arr.min()) < 0 or int(arr.max()) >= n:
@@ -160,8 +161,7 @@ class _AmnesiacBase(StatefulMethod):
     def _missing_retain_message(self) -> str:
         return (
             f"method {self.name!r} with repair_epochs={self.repair_epochs} needs the retain set; pass "
-            "--data/--forget "
-            "or --retain-data, or --set repair_epochs=0"
+            "`data`/`forget` or `retain_data`, or `params` repair_epochs=0"
         )
 
     def _sensitive_forget(self, model: nn.Module, data: UnlearnData, state: dict) -> np.ndarray:
@@ -374,9 +374,9 @@ def _require_sensitive(forget: np.ndarray, sensitive: np.ndarray, name: str) -> 
     if unmarked.size:
         raise ConfigError(
             f"method {name!r}: {unmarked.size} forget samples were not marked sensitive at training time "
-            "(e.g. "
-            f"training index {int(unmarked[0])}); train with `--for-method {name} --forget SPEC` covering "
-            "them"
+            f"(e.g. training index {int(unmarked[0])}); train with `for_method` {name} and a `forget` SPEC "
+            "covering them",
+            param=("for_method", "forget"),
         )
 
 
@@ -440,7 +440,7 @@ class AmnesiacPerSample(_AmnesiacBase):
             raise ConfigError(
                 "amnesiac_per_sample needs SGD training (per-sample contributions of Adam steps are not "
                 "additive), "
-                f"got optimizer {cfg.optimizer!r}; pass --optimizer sgd and a matching --lr (e.g. 0.05)"
+                f"got optimizer {cfg.optimizer!r}; train with optimizer sgd and a matching lr (e.g. 0.05)"
             )
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             raise ModelError(

@@ -29,14 +29,13 @@ from torch import nn
 
 from unlearn_audit.errors import ConfigError, DataError, ModelError
 from unlearn_audit.methods._common import Progress, clone_model, model_dtype, seeded
+from unlearn_audit.progress import ProgressFn
 from unlearn_audit.torchutil import evaluation_mode
 
 __all__ = ["UnlearnData", "UnlearnOutcome", "UnlearningMethod", "RunResult", "param", "ProgressFn"]
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
-"""``progress(done, total)``: called after each unit of work (optimizer or attack step)."""
 
 _PIXEL_TOL = 1e-6
 
@@ -297,7 +296,9 @@ class UnlearningMethod:
         if not isinstance(data, UnlearnData):
             raise DataError(f"data must be an UnlearnData, got {type(data).__name__}")
         if self.needs_retain and not data.has_retain:
-            raise ConfigError(self._missing_retain_message())
+            raise ConfigError(
+                self._missing_retain_message(), param=("data", "forget", "retain_data", "params")
+            )
 
     def _execute(
         self,
@@ -334,10 +335,10 @@ class UnlearningMethod:
     def _missing_retain_message(self) -> str:
         if "retain" not in self.requires:
             return (
-                f"method {self.name!r} with retain='use' needs the retain set; pass --data/--forget or "
-                "--retain-data, or --set retain=none to unlearn from the forget set alone"
+                f"method {self.name!r} with retain='use' needs the retain set; pass `data`/`forget` or "
+                "`retain_data`, or `params` retain=none to unlearn from the forget set alone"
             )
-        return f"method {self.name!r} needs the retain set; pass --data/--forget or --retain-data"
+        return f"method {self.name!r} needs the retain set; pass `data`/`forget` or `retain_data`"
 
     def _run(
         self,

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import typing
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.methods.base import UnlearningMethod, _UnionType, type_name
+from unlearn_audit.suggest import did_you_mean
 
 __all__ = ["MethodInfo", "ParamInfo", "get_method", "list_methods", "register_method"]
 
@@ -73,11 +73,6 @@ def register_method(name: str) -> Callable[[M], M]:
     return decorator
 
 
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def get_method(name: str, **overrides: object) -> UnlearningMethod:
     """Instantiate the method registered as ``name`` with its defaults plus ``overrides``.
 
@@ -88,7 +83,7 @@ def get_method(name: str, **overrides: object) -> UnlearningMethod:
     if name not in _REGISTRY:
         available = sorted(_REGISTRY)
         raise ConfigError(
-            f"unknown method {name!r}; available: {', '.join(available)}{_suggest(name, available)}"
+            f"unknown method {name!r}; available: {', '.join(available)}{did_you_mean(name, available)}"
         )
     cls = _REGISTRY[name]
     hints = typing.get_type_hints(cls)
@@ -98,7 +93,7 @@ def get_method(name: str, **overrides: object) -> UnlearningMethod:
         if key not in valid:
             raise ConfigError(
                 f"unknown parameter {key!r} for method {name!r}; valid parameters: {', '.join(valid)}"
-                f"{_suggest(key, valid)}"
+                f"{did_you_mean(key, valid)}"
             )
         kwargs[key] = _convert(name, key, value, hints[key]) if isinstance(value, str) else value
     return cls(**kwargs)
