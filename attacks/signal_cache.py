@@ -33,9 +33,22 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 
 def model_digest(model: nn.Module) -> str:
-    """SHA-256 of a model's class name and state_dict (names, dtypes, shapes and bytes)."""
+    """SHA-256 of a model's class name, code and state_dict (names, dtypes, shapes and bytes).
+
+    Code: a module's ``code_digest`` (the loader sets it to the file's SHA-256 for graph files)
+    and the generated code of TorchScript and FX submodules, so two graphs with the same weights
+    (or none) never share a digest.
+    """
     h = hashlib.sha256()
     h.update(f"{type(model).__module__}.{type(model).__qualname__}\n".encode())
+    h.update(f"{getattr(model, 'code_digest', '')}\n".encode())
+    for sub in model.modules():
+        try:
+            code = getattr(sub, "code", None)
+        except (RuntimeError, AttributeError):  # a ScriptModule without a forward has no code
+            code = None
+        if isinstance(code, str):
+            h.update(code.encode())
     for name, value in sorted(model.state_dict().items()):
         if isinstance(value, torch.Tensor):
             h.update(f"{name}|{value.dtype}|{tuple(value.shape)}\n".encode())

@@ -37,6 +37,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from unlearn_audit.errors import ModelError
+from unlearn_audit.program_text import check_program_text
 
 MAX_TRIP_COUNT = 100_000
 
@@ -183,6 +184,7 @@ def check_export_json(raw: bytes, where: str) -> None:
         raise ModelError(f"{where}: the archive's program is not valid JSON ({exc})") from None
     for node in _json_nodes(program):
         _check_target(node["target"], where)
+    check_program_text(program, where)
     for text in _json_strings(program, "expr_str"):
         check_expression(text, where)
     if isinstance(program, dict):
@@ -218,11 +220,12 @@ SYMPY_NAMES = frozenset(
     """Symbol Integer Rational Float Add Mul Pow Max Min Abs Eq Ne Lt Le Gt Ge And Or Not true false
     oo zoo nan pi E sqrt floor ceiling StrictLessThan StrictGreaterThan LessThan GreaterThan Equality
     Unequality FloorDiv ModularIndexing Where PythonMod Mod CleanDiv CeilToInt FloorToInt CeilDiv
-    LShift RShift IsNonOverlappingAndDenseIndicator TruncToFloat TruncToInt RoundToInt RoundDecimal
-    ToFloat FloatPow PowByNatural IntTrueDiv FloatTrueDiv Identity BitwiseFn_bitwise_and
+    IsNonOverlappingAndDenseIndicator TruncToFloat TruncToInt RoundToInt RoundDecimal
+    ToFloat IntTrueDiv FloatTrueDiv Identity BitwiseFn_bitwise_and
     BitwiseFn_bitwise_or BitwiseFn_bitwise_xor OpaqueUnaryFn_sqrt OpaqueUnaryFn_exp
     OpaqueUnaryFn_log""".split()
-)
+) - {"Pow", "OpaqueUnaryFn_exp"}  # powers and exponentials could ask sympy for astronomically large numbers
+MAX_LITERAL = 1 << 62
 _SYMBOL = re.compile(r"[a-z]{1,8}[0-9]{1,9}")
 _GUARD_METHODS = frozenset({"size", "stride", "dim", "numel", "storage_offset"})
 _KEYWORDS = frozenset({"positive", "integer", "real", "nonnegative", "finite", "negative", "nonzero"})
@@ -260,8 +263,12 @@ def check_expression(text: str, where: str, *, guard: bool = False) -> None:
 def _allowed_node(node: ast.AST, guard: bool) -> bool:
     if isinstance(node, ast.Name):
         return node.id in SYMPY_NAMES or bool(_SYMBOL.fullmatch(node.id)) or (guard and node.id == "L")
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow | ast.LShift | ast.RShift):
+        return False
     if isinstance(node, ast.Constant):
         value = node.value
+        if isinstance(value, int | float) and not isinstance(value, bool) and not abs(value) <= MAX_LITERAL:
+            return False
         return isinstance(value, bool | int | float) or (
             isinstance(value, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", value) is not None
         )
@@ -279,18 +286,74 @@ def _allowed_node(node: ast.AST, guard: bool) -> bool:
     return isinstance(node, _NODES)
 
 
+# Views that alias their input without saying so in their schema.
+_UNANNOTATED_VIEWS = frozenset({"_unsafe_view", "_reshape_alias", "view_copy", "alias", "lift_fresh_copy"})
+# Operators that take a ``training`` flag: only ever with a constant False (then they are pure).
+_TRAINING_FLAG = {
+    "dropout": 2,
+    "feature_dropout": 2,
+    "alpha_dropout": 2,
+    "batch_norm": 5,
+    "native_batch_norm": 5,
+}
+_TRAINING_ONLY = frozenset(
+    {"_native_batch_norm_legit", "_batch_norm_with_update_functional", "rrelu_with_noise_functional"}
+)
+
+
 def _root(node):
-    """Follow views (``view``, ``slice``, ``select``, ...) back to the tensor they alias."""
+    """Follow views (``view``, ``slice``, ``_unsafe_view``, ...) back to the tensor they alias."""
     from torch._ops import OpOverload
     from torch.fx import Node
 
     while node.op == "call_function" and isinstance(node.target, OpOverload):
         arguments = node.target._schema.arguments
         first = node.args[0] if node.args else None
-        if not arguments or arguments[0].alias_info is None or not isinstance(first, Node):
+        view = bool(arguments) and arguments[0].alias_info is not None
+        if not isinstance(first, Node) or not (view or node.target._opname in _UNANNOTATED_VIEWS):
             break
         node = first
     return node
+
+
+def _written_args(node) -> list:
+    """The arguments an operator writes into, from its schema (``Tensor(a!)``), by position or name."""
+    schema = node.target._schema
+    written = []
+    for i, argument in enumerate(schema.arguments):
+        if argument.alias_info is None or not argument.alias_info.is_write:
+            continue
+        value = node.args[i] if i < len(node.args) else node.kwargs.get(argument.name)
+        written.extend(value if isinstance(value, list | tuple) else [value])
+    return written
+
+
+def _check_call(node, where: str) -> None:
+    """One ATen call: allow-listed, writing only into tensors the graph made, never in training mode."""
+    from torch.fx import Node
+
+    qualified = node.target.name()  # aten::add_.Tensor
+    base = check_op_name(qualified, where)
+    for value in _written_args(node):
+        if isinstance(value, Node) and _root(value).op in ("placeholder", "get_attr"):
+            raise ModelError(f"{where}: refused: {qualified} writes into the model's inputs or weights")
+    if base in _TRAINING_ONLY:
+        raise ModelError(
+            f"{where}: refused: {qualified} runs in training mode; export the model in eval mode"
+        )
+    if base in _TRAINING_FLAG:
+        index = _TRAINING_FLAG[base]
+        flag = (
+            node.args[index]
+            if index < len(node.args)
+            else node.kwargs.get("train", node.kwargs.get("training"))
+        )
+        if flag is not False:
+            raise ModelError(
+                f"{where}: refused: {qualified} runs in training mode; export the model in eval mode"
+            )
+    if base in FACTORIES:
+        _check_factory_size(node.args, qualified, where)
 
 
 def check_graph_module(graph_module, where: str) -> None:
@@ -314,13 +377,7 @@ def check_graph_module(graph_module, where: str) -> None:
             continue
         if not isinstance(target, OpOverload):
             raise ModelError(f"{where}: refused: graph node {node.name} calls {target!r}")
-        qualified = target.name()  # aten::add_.Tensor
-        base = check_op_name(qualified, where)
-        inplace = base != qualified.split("::")[-1].split(".")[0]
-        if inplace and _root(node.args[0]).op in ("placeholder", "get_attr"):
-            raise ModelError(f"{where}: refused: {qualified} writes into the model's inputs or weights")
-        if base in FACTORIES:
-            _check_factory_size(node.args, qualified, where)
+        _check_call(node, where)
     for child in graph_module.children():
         if isinstance(child, GraphModule):
             check_graph_module(child, where)

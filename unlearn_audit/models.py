@@ -42,7 +42,8 @@ from unlearn_audit.archs import build_model, list_archs, register_arch
 from unlearn_audit.data import sha256_file
 from unlearn_audit.errors import ConfigError, ModelError
 from unlearn_audit.fileio import atomic_write_bytes
-from unlearn_audit.limits import check_zip_sizes
+from unlearn_audit.limits import check_zip_sizes, max_bytes
+from unlearn_audit.program_text import check_weights_config
 from unlearn_audit.watchdog import guarded
 
 __all__ = [
@@ -73,22 +74,38 @@ class GuardedModule(nn.Module):
     Every forward pass runs under the watchdog's time limit and returns floating-point logits.
     The wrapper keeps its own ``training`` flag (exported graph modules refuse ``.train()``),
     and feeds inputs in chunks of an exported program's fixed batch size (padding the last
-    chunk) when it has one. ``source`` names the file in timeout messages.
+    chunk) when it has one. ``source`` names the file in messages; ``code_digest`` (the file's
+    SHA-256) makes digests of the model cover its graph, not only its weights.
+
+    A model must answer every query the same way: a forward pass that draws random numbers or
+    writes into its own weights or buffers (allow-listed operators used in training mode, or a
+    write the graph checks did not foresee) is refused, so no model can tell queries apart.
     """
 
-    def __init__(self, inner: nn.Module, batch_size: int | None = None, source: str = "model") -> None:
+    def __init__(
+        self, inner: nn.Module, batch_size: int | None = None, source: str = "model", code_digest: str = ""
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.fixed_batch = batch_size
         self.source = source
+        self.code_digest = code_digest
 
     def train(self, mode: bool = True) -> GuardedModule:  # noqa: D102 - the mode does not apply
         self.training = mode
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rng = torch.get_rng_state()
+        versions = [t._version for t in self.inner.state_dict(keep_vars=True).values()]
         with guarded(f"the forward pass of {self.source}"):
             out = self._forward(x)
+        changed = [t._version for t in self.inner.state_dict(keep_vars=True).values()] != versions
+        if changed or not torch.equal(rng, torch.get_rng_state()):
+            what = "wrote into its own weights or buffers" if changed else "drew random numbers"
+            raise ModelError(
+                f"{self.source}: refused: its forward pass {what}, so it can answer queries differently"
+            )
         if isinstance(out, torch.Tensor) and not out.is_floating_point():
             out = out.float()
         return out
@@ -253,6 +270,8 @@ def _check_export_archive(path: Path) -> None:
             raise ModelError(f"{path}: refused: the archive holds duplicate members")
         raw: set[str] = set()
         unpickled: set[str] = set()
+        sizes = {name: info.file_size for name, info in zip(keys, members, strict=True)}
+        declared = 0
         for info in members:
             if not info.filename.endswith("_config.json"):
                 continue
@@ -262,12 +281,15 @@ def _check_export_archive(path: Path) -> None:
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise ModelError(f"{path}: corrupt export archive ({info.filename})") from None
             folder = key(info.filename).rpartition("/")[0]
+            declared += check_weights_config(config, sizes, folder, str(path))
             for path_name, use_pickle in entries:
                 if path_name.startswith(("custom_obj_", "opaque_obj_")):
                     raise ModelError(f"{path}: refused: custom object {path_name!r} needs arbitrary code")
                 is_raw = use_pickle is False and _RAW_PAYLOAD.fullmatch(path_name)
                 (raw if is_raw else unpickled).add(f"{folder}/{path_name.casefold()}")
         raw -= unpickled
+        if declared > max_bytes():
+            raise ModelError(f"{path}: refused: its weights declare {declared:,} bytes, over the size limit")
         for info, name in zip(members, keys, strict=True):
             base = name.rsplit("/", 1)[-1]
             if name.startswith("data/aotinductor/"):
@@ -361,7 +383,8 @@ def _load_export(path: Path) -> GuardedModule:
     check_zip_sizes(path, error=ModelError)
     _check_export_archive(path)
     try:
-        program = torch.export.load(str(path))
+        with guarded(f"loading {path}"):
+            program = torch.export.load(str(path))
     except Exception as exc:  # the exporter raises many types on corrupt archives
         raise ModelError(f"{path}: cannot load torch.export archive ({type(exc).__name__}: {exc})") from None
     graphguard.check_graph_module(program.graph_module, str(path))
@@ -375,7 +398,7 @@ def _load_export(path: Path) -> GuardedModule:
         inner = program.module()
     except Exception as exc:
         raise ModelError(f"{path}: cannot load torch.export archive ({type(exc).__name__}: {exc})") from None
-    return GuardedModule(inner, _infer_export_batch(program), source=str(path))
+    return GuardedModule(inner, _infer_export_batch(program), source=str(path), code_digest=sha256_file(path))
 
 
 def _load_torchscript(path: Path, trusted: bool) -> GuardedModule:
@@ -391,7 +414,7 @@ def _load_torchscript(path: Path, trusted: bool) -> GuardedModule:
     except Exception as exc:
         raise ModelError(f"{path}: cannot load TorchScript file ({type(exc).__name__}: {exc})") from None
     graphguard.check_torchscript(module, str(path))
-    return GuardedModule(module, source=str(path))
+    return GuardedModule(module, source=str(path), code_digest=sha256_file(path))
 
 
 def _load_torch_file(path, digest, arch, num_classes, input_shape, arch_kwargs) -> LoadedModel:
