@@ -77,6 +77,14 @@ def default_config(arch: str, dataset_family: str, **overrides: object) -> Train
         base = replace(base, optimizer="sgd", lr=0.05, weight_decay=5e-4, epochs=15)
     if dataset_family == "cifar":
         base = replace(base, eps=8 / 255)
+    if dataset_family in ("tabular", "text"):
+        # Tables and texts: small models that fit in a few passes; eps is the family's threat-model
+        # radius (standard deviations for tables, embedding units for texts), though adversarial
+        # training in those spaces is not wired into the training loop yet.
+        from attacks.threat import threat_model
+
+        epochs = 20 if dataset_family == "tabular" else 8
+        base = replace(base, epochs=epochs, batch_size=64, lr=1e-3, eps=threat_model(dataset_family).eps)
     clean = {k: v for k, v in overrides.items() if v is not None}
     return replace(base, **clean)
 
