@@ -110,6 +110,7 @@ def pima_models(tmp_path_factory):
     return tmp, data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("unlearned", "not_verdict"), [("honest", "FAIL"), ("orig", "PASS")])
 def test_evaluate_on_pima(run_cli, pima_models, unlearned, not_verdict):
     tmp, data = pima_models
