@@ -105,17 +105,17 @@ def token_models(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("tokens")
     rng = np.random.default_rng(0)
-    x = rng.integers(1, V, size=(1000, L))
+    x = rng.integers(1, V, size=(600, L))
     y = ((x == 5).sum(1) >= (x == 6).sum(1)).astype(np.int64)
-    flip = rng.random(1000) < 0.15
+    flip = rng.random(600) < 0.15
     y[flip] = 1 - y[flip]
     np.savez(tmp / "tokens.npz", x=x, y=y)
-    data = ["--data", f"npz:{tmp / 'tokens.npz'}", "--forget", "random:100", "--seed", "0", "--device", "cpu"]
-    train = ["train", "--arch", "textbag", "--epochs", "30", *data]
+    data = ["--data", f"npz:{tmp / 'tokens.npz'}", "--forget", "random:60", "--seed", "0", "--device", "cpu"]
+    train = ["train", "--arch", "textbag", "--epochs", "15", *data]
     for args in (
         [*train, "--out", tmp / "orig.pt"],
         [*train, "--without-forget", "--out", tmp / "retr.pt"],
-        [*train, "--without-forget", "--epochs", "29", "--out", tmp / "honest.pt"],
+        [*train, "--without-forget", "--epochs", "14", "--out", tmp / "honest.pt"],
     ):
         try:
             main([str(a) for a in args])
@@ -133,7 +133,7 @@ def test_evaluate_on_token_ids(run_cli, token_models, unlearned, not_verdict):
     code, _, err = run_cli(
         ["evaluate", "--original", tmp / "orig.pt", "--unlearned", tmp / f"{unlearned}.pt",
          "--retrained", tmp / "retr.pt", *data, "--policy", tmp / "policy.toml", "--reference-models", "0",
-         "--robust-samples", "60", "--json", out]
+         "--robust-samples", "40", "--json", out]
     )  # fmt: skip
     assert code in (0, 1, 3), err
     result = json.loads(out.read_text(encoding="utf-8"))
