@@ -209,10 +209,8 @@ def measure_robustness(
     transfer attack on every example (``fallback`` names them; ``pgd_robust_accuracy`` keeps the
     PGD figure), and ``inconclusive_reason`` says when even that cannot be trusted.
 
-    Integer or boolean logits are cast to float. The model's modes, gradients and device are as
-    before the call. Tables and texts go to :func:`measure_modality` (``transfer_from``,
-    ``backend``, ``masking_samples`` and ``search_queries`` do not apply there).
-    """
+    Integer or boolean logits are cast to float; the model's modes, gradients and device are as
+    before the call. Tables and texts go to :func:`measure_modality` (image-only options unused)."""
     spec = pgd_spec(family, eps=eps, steps=steps, alpha=alpha)
     if family in MODALITY_FAMILIES:
         return measure_modality(
