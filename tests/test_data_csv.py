@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from unlearn_audit.data import load_dataset
 from unlearn_audit.data_domain import seeded_split
@@ -165,3 +166,21 @@ def test_named_tables_and_the_mixture():
     assert np.allclose(mix.train.x.mean(0).numpy(), 0, atol=1e-5)  # standardised on the training rows
     with pytest.raises(DataError, match=r"mixture:q=1: expected n=, d=, k= and sep="):
         load_dataset("mixture:q=1")
+
+
+def test_text_csv_and_the_recorded_preprocessing_through_load_data_for(tmp_path):
+    from unlearn_audit.data_columns import load_data_for
+
+    path = tmp_path / "texts.csv"
+    path.write_text(
+        "msg,lab\n" + "".join(f"Hello world {i % 3},{i % 2}\n" for i in range(20)), encoding="utf-8"
+    )
+    ds = load_data_for(f"csv:{path}", label_column="lab", text_column="msg")
+    assert ds.family == "text" and ds.train.x.dtype == torch.int64
+    assert ds.provenance["preprocessing"]["words"][:2] == ["hello", "world"]
+    again = load_data_for(f"csv:{path}", provenance={"data": ds.provenance})
+    assert again.train.fingerprint() == ds.train.fingerprint()
+    with pytest.raises(DataError, match=r"--label-column 'x' differs from the checkpoint's recorded 'lab'"):
+        load_data_for(f"csv:{path}", label_column="x", provenance={"data": ds.provenance})
+    with pytest.raises(DataError, match=r"text column 'nope' does not exist"):
+        load_data_for(f"csv:{path}", label_column="lab", text_column="nope")
