@@ -68,8 +68,10 @@ def build_model(
     """Instantiate a registered architecture (initialised under ``seed`` when given)."""
     if arch not in _ARCHS:
         raise ConfigError(_unknown("architecture", arch, list_archs()))
-    if not 1 <= len(input_shape) <= 3:
-        raise ConfigError(f"input_shape must be (C, H, W), (D,) or (L,), got {tuple(input_shape)}")
+    if len(input_shape) not in (1, 3):
+        raise ConfigError(
+            f"input_shape must be (C, H, W), got {tuple(input_shape)} (tables are (D,), texts (L,))"
+        )
     if arch in _IMAGE_ONLY and len(input_shape) != 3:
         raise ConfigError(
             f"architecture {arch!r} takes images (C, H, W) but the data's inputs have shape "
