@@ -5,9 +5,16 @@ robustness study, adversarial training): the numbers are the usual ones of the l
 (Madry et al. 2018 for MNIST; the RobustBench / torchattacks CIFAR-10 setting), and writing them
 once keeps the attack that trains a model and the attack that evaluates it in step.
 
-Families are those of ``unlearn_audit.data.dataset_family``: ``"mnist"`` (grey 28 x 28 digits
-and the small ``digits`` set), ``"cifar"`` (colour 32 x 32) and ``"other"`` (anything else, which
-gets the CIFAR setting: 8/255 is the common default for natural images).
+Families are judged from the data (``unlearn_audit.data_domain``): ``"mnist"`` (grey 28 x 28
+digits and the small ``digits`` set), ``"cifar"`` (colour 32 x 32) and ``"other"`` (any other
+images, which get the CIFAR setting: 8/255 is the common default for natural images), in pixel
+units; ``"tabular"`` (``N x D`` features), where eps is in standard deviations of each feature
+and the attack keeps to the training range and the columns' types (``attacks.tabular``); and
+``"text"`` (``N x L`` token ids), where eps bounds each coordinate of each token's embedding
+(``attacks.text``). The table and text radii are this tool's choice, not a literature standard:
+a quarter of a standard deviation per feature is a change a loan officer would call small, and
+0.05 per embedding coordinate moves the mean embedding of a text by a small fraction of its
+spread (embeddings start as unit normals).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ THREAT_MODELS: dict[str, ThreatModel] = {
     "mnist": ThreatModel(eps=0.3, alpha=0.01, steps=40),
     "cifar": ThreatModel(eps=8 / 255, alpha=2 / 255, steps=10),
     "other": ThreatModel(eps=8 / 255, alpha=2 / 255, steps=10),
+    "tabular": ThreatModel(eps=0.25, alpha=0.025, steps=20),
+    "text": ThreatModel(eps=0.05, alpha=0.01, steps=10),
 }
 FAMILIES: tuple[str, ...] = tuple(THREAT_MODELS)
 

