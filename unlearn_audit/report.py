@@ -287,13 +287,17 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 
 def template_dir() -> Path:
-    """The templates: shipped in the wheel as ``unlearn_audit.templates``, or ``templates/`` in a checkout."""
-    try:
-        from unlearn_audit import templates as package
+    """The templates: ``templates/`` next to the package in a checkout, else ``unlearn_audit.templates``.
 
-        return Path(package.__file__).parent
-    except ImportError:
-        return Path(__file__).resolve().parent.parent / "templates"
+    The checkout folder wins so that a source tree renders its own templates even when another
+    tree is installed in editable mode (both map ``unlearn_audit.templates`` somewhere).
+    """
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if (checkout / "report.html.j2").is_file() and (checkout / "__init__.py").is_file():
+        return checkout
+    from unlearn_audit import templates as package
+
+    return Path(package.__file__).parent
 
 
 def page_environment():
