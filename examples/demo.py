@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 
-
 def run(args: list[str], *, allowed: tuple[int, ...] = (0,)) -> int:
     cmd = [sys.executable, "-m", "unlearn_audit", *args]
     print(f"\n$ unlearn-audit {shlex.join(args)}", flush=True)
