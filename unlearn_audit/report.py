@@ -286,6 +286,13 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+def _breakable(name: str):
+    """A snake_case name that a narrow column may wrap at its underscores, and nowhere else."""
+    import markupsafe
+
+    return markupsafe.Markup("_<wbr>").join(str(name).split("_"))
+
+
 def template_dir() -> Path:
     """The templates: ``templates/`` next to the package in a checkout, else ``unlearn_audit.templates``.
 
@@ -325,6 +332,7 @@ def render_html(result: AuditResult | dict) -> str:
     env, css = page_environment()
     env.filters["fmt"] = _fmt
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * float(v):.2f}%"
+    env.filters["breakable"] = _breakable
     template = env.get_template("report.html.j2")
     plots = result.get("plots", {})
     return template.render(
