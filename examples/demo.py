@@ -6,10 +6,15 @@ Runs the same `unlearn-audit` commands a user would type, printing each one:
 2. train the retrained gold standard without a random 10% forget set;
 3. unlearn that forget set from the original with AMUN;
 4. audit the AMUN model against both, with U-LiRA reference models, and write
-   audit.html, audit.json and audit.xml.
+   audit.html, audit.json and audit.xml;
+5. audit two controls the same way, so the verdicts can be told apart: the retrained model
+   itself as "unlearned" (exact unlearning; the reference models are its baseline, since a
+   model cannot be its own retrained reference) and the original as "unlearned" (nothing
+   forgotten). The reference models come from the cache the first audit filled;
+6. print a three-row summary and write index.html linking the three reports.
 
-The audit's exit code (0 pass, 1 fail, 3 inconclusive) is printed, not propagated: the
-demo's job is to produce the report.
+The audits' exit codes (0 pass, 1 fail, 3 inconclusive) are printed, not propagated: the
+demo's job is to produce the reports.
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-VERDICTS = {0: "PASS", 1: "FAIL", 3: "INCONCLUSIVE"}
 
 
 def run(args: list[str], *, allowed: tuple[int, ...] = (0,)) -> int:
@@ -80,32 +83,46 @@ def main() -> None:
             *AMUN_SETTINGS,
         ]
     )
-    code = run(
-        [
-            "evaluate",
-            *common,
-            "--original",
-            str(original),
-            "--unlearned",
-            str(unlearned),
-            "--retrained",
-            str(retrained),
-            "--forget",
-            args.forget,
-            "--reference-models",
-            str(args.reference_models),
-            "--cache-dir",
-            str(out / "cache"),
-            "--html",
-            str(out / "audit.html"),
-            "--json",
-            str(out / "audit.json"),
-            "--junit",
-            str(out / "audit.xml"),
-        ],
+    audits = [
+        ("AMUN", "audit", unlearned, retrained),
+        ("retrain (exact)", "audit-retrain", retrained, None),
+        ("nothing forgotten", "audit-nothing-forgotten", original, retrained),
+    ]
+    entries = []
+    for label, stem, model, reference in audits:
+        print(f"\n== audit: {label} ==", flush=True)
+        code = audit(common, args, original, model, reference, out / stem)
+        entries.append((label, stem, code))
+    summarise(out, entries)
+
+
+def audit(
+    common: list[str], args, original: Path, unlearned: Path, retrained: Path | None, stem: Path
+) -> int:
+    """One ``evaluate`` writing ``stem``.html/.json/.xml; the reference models are cached in out/cache."""
+    baseline = ["--retrained", str(retrained)] if retrained else []
+    return run(
+        ["evaluate", *common, "--original", str(original), "--unlearned", str(unlearned), *baseline,
+         "--forget", args.forget, "--reference-models", str(args.reference_models),
+         "--cache-dir", str(stem.parent / "cache"), "--html", f"{stem}.html", "--json", f"{stem}.json",
+         "--junit", f"{stem}.xml"],
         allowed=(0, 1, 3),
-    )
-    print(f"\naudit verdict: {VERDICTS[code]} (exit code {code}); open {out / 'audit.html'} in a browser")
+    )  # fmt: skip
+
+
+def summarise(out: Path, entries: list[tuple[str, str, int]]) -> None:
+    """The three verdicts side by side, and index.html linking the three reports."""
+    from unlearn_audit.report import read_json
+    from unlearn_audit.summary import IndexEntry, summary_table, write_index
+
+    rows = [
+        IndexEntry(label=label, href=f"{stem}.html", result=read_json(out / f"{stem}.json"))
+        for label, stem, _ in entries
+    ]
+    print("\n" + summary_table(rows))
+    index = write_index(rows, out / "index.html", title="unlearn-audit demo: three unlearned models")
+    print(f"\nexit codes: {', '.join(f'{label} {code}' for label, _, code in entries)}")
+    print(f"open {index} in a browser for the three reports")
 
 
 # AMUN on a small CPU model: the paper's schedule (lr 0.01 dropping 10x every epoch) was tuned

@@ -400,19 +400,26 @@ def report(
     result_json: Annotated[Path, typer.Argument(help="A JSON result written by evaluate --json.")],
     html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
     junit_out: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    pdf_out: Annotated[
+        Path | None, typer.Option("--pdf", help="Write the report as PDF (needs a headless Chromium).")
+    ] = None,
 ) -> None:
-    """Re-render a saved audit result as HTML and/or JUnit; exits with the saved verdict's code.
+    """Re-render a saved audit result as HTML, PDF and/or JUnit; exits with the saved verdict's code.
 
-    Example: unlearn-audit report audit.json --html audit.html
+    Example: unlearn-audit report audit.json --html audit.html --pdf audit.pdf
     """
     with console_errors():
+        from unlearn_audit.pdf import require_browser, write_pdf
         from unlearn_audit.report import read_json, write_html, write_junit
 
-        if html_out is None and junit_out is None:
-            raise ConfigError("nothing to write: give --html and/or --junit")
+        if html_out is None and junit_out is None and pdf_out is None:
+            raise ConfigError("nothing to write: give --html, --pdf and/or --junit")
+        browser = require_browser() if pdf_out else None  # before any output: no renderer, no partial work
         result = read_json(result_json)
         if html_out:
             info(f"wrote html: {write_html(result, html_out)}")
+        if pdf_out:
+            info(f"wrote pdf: {write_pdf(result, pdf_out, browser)}")
         if junit_out:
             info(f"wrote junit: {write_junit(result, junit_out)}")
         verdict = result.get("verdict")

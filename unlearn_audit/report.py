@@ -286,14 +286,25 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
-def template_dir() -> Path:
-    """The templates: shipped in the wheel as ``unlearn_audit.templates``, or ``templates/`` in a checkout."""
-    try:
-        from unlearn_audit import templates as package
+def _breakable(name: str):
+    """A snake_case name that a narrow column may wrap at its underscores, and nowhere else."""
+    import markupsafe
 
-        return Path(package.__file__).parent
-    except ImportError:
-        return Path(__file__).resolve().parent.parent / "templates"
+    return markupsafe.Markup("_<wbr>").join(str(name).split("_"))
+
+
+def template_dir() -> Path:
+    """The templates: ``templates/`` next to the package in a checkout, else ``unlearn_audit.templates``.
+
+    The checkout folder wins so that a source tree renders its own templates even when another
+    tree is installed in editable mode (both map ``unlearn_audit.templates`` somewhere).
+    """
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if (checkout / "report.html.j2").is_file() and (checkout / "__init__.py").is_file():
+        return checkout
+    from unlearn_audit import templates as package
+
+    return Path(package.__file__).parent
 
 
 def page_environment():
@@ -321,6 +332,7 @@ def render_html(result: AuditResult | dict) -> str:
     env, css = page_environment()
     env.filters["fmt"] = _fmt
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * float(v):.2f}%"
+    env.filters["breakable"] = _breakable
     template = env.get_template("report.html.j2")
     plots = result.get("plots", {})
     return template.render(
