@@ -37,6 +37,7 @@ from unlearn_audit.cli_common import (
     render_error,
     state,
 )
+from unlearn_audit.cli_compare import register as register_compare_command
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
 
 try:  # typer >= 0.20 vendors click
@@ -284,6 +285,9 @@ BareArchOpt = Annotated[
 PolicyOpt = Annotated[Path | None, typer.Option("--policy", help="TOML file overriding gating thresholds.")]
 JsonOutOpt = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")]
 HtmlReportOpt = Annotated[Path | None, typer.Option("--html", help="Write the HTML compliance report.")]
+PdfReportOpt = Annotated[
+    Path | None, typer.Option("--pdf", help="Write the report as PDF (needs a headless Chromium).")
+]
 JunitReportOpt = Annotated[
     Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per check).")
 ]
@@ -340,6 +344,7 @@ def evaluate(
     json_out: JsonOutOpt = None,
     html_out: HtmlReportOpt = None,
     junit_out: JunitReportOpt = None,
+    pdf_out: PdfReportOpt = None,
     reference_models: ReferenceModelsOpt = 0,
     reference_dir: ReferenceDirOpt = None,
     robustness: RobustnessOpt = True,
@@ -367,7 +372,7 @@ def evaluate(
     with console_errors():
         from unlearn_audit.api import evaluate_audit
 
-        for target in (json_out, html_out, junit_out):
+        for target in (json_out, html_out, junit_out, pdf_out):
             if target is not None:
                 check_output_path(target)
         if robust_samples < 1:
@@ -429,6 +434,7 @@ def report(
 
 
 register_bench_commands(app)
+register_compare_command(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,6 +115,7 @@ class EvaluateRequest:
     json_out: str | Path | None = None
     html_out: str | Path | None = None
     junit_out: str | Path | None = None
+    pdf_out: str | Path | None = None
     reference_models: int = 0
     reference_dir: str | Path | None = None
     robustness: bool = False
@@ -137,6 +138,7 @@ class EvaluateRequest:
     def check_paths(self) -> None:
         """No output may name an input or another output."""
         outputs = {"json_out": self.json_out, "html_out": self.html_out, "junit_out": self.junit_out}
+        outputs["pdf_out"] = self.pdf_out
         inputs = {"original": self.original, "unlearned": self.unlearned, "retrained": self.retrained}
         inputs |= {"policy_path": self.policy_path, "forget_data": self.forget_data}
         inputs |= {"retain_data": self.retain_data, "test_data": self.test_data}
@@ -154,6 +156,10 @@ def evaluate_audit(**options) -> EvaluateOutputs:
     req = EvaluateRequest(**options)
     _check_evaluate_options(req.reference_models, req.reference_dir, req.label_only)
     req.check_paths()
+    if req.pdf_out:
+        from unlearn_audit.pdf import require_browser
+
+        require_browser()  # before any long work
     set_limit(default_timeout() if req.timeout is None else _timeout(req.timeout))
     policy = load_policy(req.policy_path)
     dev = resolve_device(req.device)
@@ -188,7 +194,9 @@ def evaluate_audit(**options) -> EvaluateOutputs:
         progress=req.say,
         extra_provenance=provenance,
     ).to_dict()
-    written = _write_reports(result, json_out=req.json_out, html_out=req.html_out, junit_out=req.junit_out)
+    written = _write_reports(
+        result, json_out=req.json_out, html_out=req.html_out, junit_out=req.junit_out, pdf_out=req.pdf_out
+    )
     return EvaluateOutputs(result, result["verdict"], written)
 
 
@@ -325,7 +333,12 @@ def _robustness_measure(roles: Roles, *, samples, eps, steps, seed, device, orig
 
 
 def _write_reports(
-    result: dict, *, json_out: str | Path | None, html_out: str | Path | None, junit_out: str | Path | None
+    result: dict,
+    *,
+    json_out: str | Path | None,
+    html_out: str | Path | None,
+    junit_out: str | Path | None,
+    pdf_out: str | Path | None = None,
 ) -> dict[str, str]:
     """Write the requested reports; returns format -> path written."""
     from unlearn_audit.report import write_html, write_json, write_junit
@@ -337,4 +350,8 @@ def _write_reports(
         written["html"] = str(write_html(result, html_out))
     if junit_out:
         written["junit"] = str(write_junit(result, junit_out))
+    if pdf_out:
+        from unlearn_audit.pdf import write_pdf
+
+        written["pdf"] = str(write_pdf(result, pdf_out))
     return written
