@@ -72,20 +72,30 @@ def train_reference_set(
     progress: ProgressFn | None = None,
     use_cache: bool = True,
     executor: Executor | None = None,
+    mixed_precision: bool = False,
 ) -> ReferenceSet:
     """Train ``count`` reference models WITHOUT the forget set, with the original's recipe.
 
     Needs a native checkpoint (architecture and training recipe recorded). Cached checkpoints
     are used only when their recorded provenance matches (see the module docstring). The
     models still to train are trained by ``executor`` (in process when ``None``; one Ray task
-    per model with :class:`unlearn_audit.executor.RayExecutor`).
+    per model with :class:`unlearn_audit.executor.RayExecutor`). ``mixed_precision`` trains a
+    plain Adam recipe with bfloat16/float16 forward passes (see
+    :func:`attacks.reference_training.train_reference_models`); such models are cached apart.
     """
     cfg = _original_recipe(original)
-    key = _cache_key(original, cfg, roles)
+    key = _cache_key(original, cfg, roles, mixed_precision)
     seeds = [10_000 + seed * 1_000 + r for r in range(count)]
     if not use_cache:
         models = _train_references(
-            original, cfg, roles, seeds, device=device, progress=progress, executor=executor
+            original,
+            cfg,
+            roles,
+            seeds,
+            device=device,
+            progress=progress,
+            executor=executor,
+            mixed_precision=mixed_precision,
         )
         listing = [
             {"source": "trained (no cache)", "seed": s, "sha256": fingerprint_module(m)}
@@ -97,13 +107,20 @@ def train_reference_set(
             listing,
         )
     folder = cache_root(cache_dir) / "reference-models" / key
-    expected = {s: _provenance(original, cfg, roles, s, key) for s in seeds}
+    expected = {s: _provenance(original, cfg, roles, s, key, mixed_precision) for s in seeds}
     paths = {s: folder / f"ref-{s}.pt" for s in seeds}
     stale = [s for s in seeds if paths[s].is_file() and not _matches(paths[s], expected[s], device)]
     missing = [s for s in seeds if not paths[s].is_file() or s in stale]
     if missing:
         models = _train_references(
-            original, cfg, roles, missing, device=device, progress=progress, executor=executor
+            original,
+            cfg,
+            roles,
+            missing,
+            device=device,
+            progress=progress,
+            executor=executor,
+            mixed_precision=mixed_precision,
         )
         for s, m in zip(missing, models, strict=True):
             _save_reference(m, paths[s], original, expected[s])
@@ -157,9 +174,12 @@ def load_reference_dir(
     return ReferenceSet([m.module for m in loaded], f"from {directory} ({len(files)} files)", listing)
 
 
-def _provenance(original: LoadedModel, cfg: TrainConfig, roles: Roles, seed: int, key: str) -> dict:
+def _provenance(
+    original: LoadedModel, cfg: TrainConfig, roles: Roles, seed: int, key: str, mixed_precision: bool
+) -> dict:
     """What a cached reference checkpoint must record to be used."""
     return {
+        **({"mixed_precision": True} if mixed_precision else {}),
         "role": "reference",
         "seed": seed,
         "train_config": cfg.to_dict(),
@@ -206,10 +226,12 @@ def _original_recipe(original: LoadedModel) -> TrainConfig:
     return TrainConfig.from_dict(recipe) if isinstance(recipe, dict) else TrainConfig()
 
 
-def _cache_key(original: LoadedModel, cfg: TrainConfig, roles: Roles) -> str:
-    """What decides a reference model besides its seed, hashed into a folder name."""
+def _cache_key(original: LoadedModel, cfg: TrainConfig, roles: Roles, mixed_precision: bool) -> str:
+    """What decides a reference model besides its seed, hashed into a folder name (mixed
+    precision only when on, so full-precision keys stay what they were)."""
     source = json.dumps(
         {
+            **({"mixed_precision": True} if mixed_precision else {}),
             "arch": original.arch,
             "kwargs": original.arch_kwargs,
             "cfg": cfg.to_dict(),
@@ -232,6 +254,7 @@ class _ReferenceRecipe:
     arch_kwargs: dict
     cfg: TrainConfig
     device: torch.device
+    mixed_precision: bool = False
 
     def make(self, seed: int | None = None) -> nn.Module:
         """A fresh model of the original's architecture (seeded when ``seed`` is given)."""
@@ -248,7 +271,8 @@ def _train_seeds(
     seeds: list[int], *, recipe: _ReferenceRecipe, retain, progress: ProgressFn | None = None
 ) -> list[nn.Module]:
     """One model per seed on the retain set: all at once (``attacks.reference``) for a plain Adam
-    recipe, else one by one with :func:`unlearn_audit.training.train_model`. A job of
+    recipe (optionally in mixed precision), else one by one in full precision with
+    :func:`unlearn_audit.training.train_model`. A job of
     :func:`_train_references`, so a top-level function."""
     from attacks.reference import resolve_strategy, train_reference_models
 
@@ -266,6 +290,7 @@ def _train_seeds(
             device=device,
             strategy=resolve_strategy(recipe.make(), "auto"),
             progress=progress,
+            mixed_precision=recipe.mixed_precision,
         )
     models = []
     for s in seeds:
@@ -284,6 +309,7 @@ def _train_references(
     device,
     progress,
     executor: Executor | None = None,
+    mixed_precision: bool = False,
 ) -> list[nn.Module]:
     """The models of ``seeds``: in process all in one job (batched training pays there), with an
     executor that distributes, one job per seed.
@@ -299,6 +325,7 @@ def _train_references(
         arch_kwargs=dict(original.arch_kwargs),
         cfg=cfg,
         device=torch.device(device),
+        mixed_precision=mixed_precision,
     )
     if executor is None or executor.local:
         return _train_seeds(seeds, recipe=recipe, retain=roles.retain, progress=progress)
