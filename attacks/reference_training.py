@@ -308,9 +308,8 @@ def train_reference_models(
         strategy: ``"auto"`` | ``"vmap"`` | ``"loop"``.
         progress: optional callback ``progress(done, total)`` in model-epochs,
             ``total = R * epochs``.
-        mixed_precision: forward passes and losses in bfloat16 (float16 with a gradient scaler
-            on GPUs without bfloat16); parameters and optimiser state stay float32. Faster on
-            GPUs, and the models differ from full-precision ones (off by default).
+        mixed_precision: forward and loss in bfloat16 (float16 with a gradient scaler on GPUs
+            without it), weights and Adam state in float32; faster on GPUs, other models (off).
 
     Returns:
         R trained models on ``device``, in eval mode, in the order of ``seeds``.
@@ -324,14 +323,7 @@ def train_reference_models(
     dev = resolve_device(device)
     # The strategy depends only on the architecture: a parameter-free copy on "meta" shows it.
     chosen = resolve_strategy(_seeded_model(make_model, seed_list[0], torch.device("meta")), strategy)
-    logger.info(
-        "training %d reference models (%s, %d epochs, batch %d) on %s",
-        len(seed_list),
-        chosen,
-        epochs,
-        batch_size,
-        dev,
-    )
+    logger.info("training %d reference models (%s, %d epochs) on %s", len(seed_list), chosen, epochs, dev)
     recipe = _Recipe(
         make_model=make_model,
         x=x.to(dev),

@@ -7,15 +7,16 @@ each task on one torch thread. The in-process time (all models in one process, o
 batched with vmap where the architecture allows) is printed for comparison. The models of both
 Ray runs must be identical, since every task seeds itself.
 
-The times include starting the Ray workers (each imports torch and this package, a few
-seconds), so the ratio grows with the work per model. Other processes on the machine distort
-it: run it on an otherwise idle machine.
+The workers are started (and import torch and this package) before the clock starts. Other
+processes on the machine distort the ratio, so the load average is printed: run it on an
+otherwise idle machine.
 Run: ``python benchmarks/bench_ray.py [--data mnist-5k] [--arch cnn] [--models 4] [--epochs 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -39,10 +40,19 @@ def timed_references(original, roles, executor, count: int) -> tuple[float, list
     return time.perf_counter() - start, [fingerprint_module(m) for m in refs.models]
 
 
+def warm(_: int) -> None:
+    """Start a worker with this package imported, and hold it long enough for its neighbours to start."""
+    import unlearn_audit.reference_models  # noqa: F401
+
+    time.sleep(2)
+
+
 def on_ray(original, roles, count: int, cpus: int) -> tuple[float, list[str]]:
-    """:func:`timed_references` on a fresh local Ray instance with ``cpus`` CPUs (start-up excluded)."""
+    """:func:`timed_references` on a fresh local Ray instance with ``cpus`` CPUs, timed once its
+    ``cpus`` workers have started and imported torch and this package."""
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        RayExecutor().map(warm, range(cpus))
         return timed_references(original, roles, RayExecutor(), count)
     finally:
         ray.shutdown()
@@ -73,6 +83,7 @@ def main() -> None:
         f"{args.models} reference {args.arch} models on {args.data} "
         f"({len(roles.retain)} retain examples, {args.epochs} epochs)"
     )
+    print(f"  load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     here, _ = timed_references(original, roles, InProcess(), args.models)
     print(f"  in process (1 thread):  {here:7.1f} s")
     one, models_one = on_ray(original, roles, args.models, 1)

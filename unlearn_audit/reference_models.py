@@ -86,17 +86,21 @@ def train_reference_set(
     cfg = _original_recipe(original)
     key = _cache_key(original, cfg, roles, mixed_precision)
     seeds = [10_000 + seed * 1_000 + r for r in range(count)]
-    if not use_cache:
-        models = _train_references(
+
+    def train(chosen: list[int]) -> list[nn.Module]:
+        return _train_references(
             original,
             cfg,
             roles,
-            seeds,
+            chosen,
             device=device,
             progress=progress,
             executor=executor,
             mixed_precision=mixed_precision,
         )
+
+    if not use_cache:
+        models = train(seeds)
         listing = [
             {"source": "trained (no cache)", "seed": s, "sha256": fingerprint_module(m)}
             for s, m in zip(seeds, models, strict=True)
@@ -112,16 +116,7 @@ def train_reference_set(
     stale = [s for s in seeds if paths[s].is_file() and not _matches(paths[s], expected[s], device)]
     missing = [s for s in seeds if not paths[s].is_file() or s in stale]
     if missing:
-        models = _train_references(
-            original,
-            cfg,
-            roles,
-            missing,
-            device=device,
-            progress=progress,
-            executor=executor,
-            mixed_precision=mixed_precision,
-        )
+        models = train(missing)
         for s, m in zip(missing, models, strict=True):
             _save_reference(m, paths[s], original, expected[s])
     loaded = [load_model(paths[s], device=device) for s in seeds]
