@@ -3,6 +3,7 @@
 The commands that run independent jobs (``benchmark``, ``robustness-study``, and ``evaluate``
 for its reference models) take both options and open the executor with :func:`opened_executor`
 around their run, so a local Ray instance started for the run is stopped when it ends.
+``--mixed-precision`` is ``evaluate``'s switch for reference training in mixed precision.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typer
 
 from unlearn_audit.executor import Executor, make_executor
 
-__all__ = ["ExecutorOpt", "RayAddressOpt", "opened_executor"]
+__all__ = ["ExecutorOpt", "MixedPrecisionOpt", "RayAddressOpt", "opened_executor"]
 
 ExecutorOpt = Annotated[
     str,
@@ -31,6 +32,15 @@ RayAddressOpt = Annotated[
         "--ray-address",
         help="Ray cluster to submit to with --executor ray, e.g. ray://head:10001 or auto "
         "(default: start a local Ray instance on this machine's cores).",
+    ),
+]
+
+MixedPrecisionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--mixed-precision",
+        help="Train reference models with bfloat16/float16 forward passes (faster on GPUs; other models, "
+        "cached apart). The audit's statistics always stay in full precision.",
     ),
 ]
 
