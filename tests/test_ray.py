@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_golden import normalise
 
 from unlearn_audit.errors import ConfigError
 from unlearn_audit.executor import InProcess, RayExecutor, make_executor, task_resources
 
 ray = pytest.importorskip("ray")
-
-VOLATILE = {"timings", "provenance", "sha256", "seconds", "generated", "command"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,14 +41,8 @@ def local_ray():
 
 
 def _normalise(value, folder: Path):
-    """Drop what may differ between two runs of the same jobs; the folder becomes ``<out>``."""
-    if isinstance(value, dict):
-        return {k: _normalise(v, folder) for k, v in value.items() if k not in VOLATILE}
-    if isinstance(value, list):
-        return [_normalise(v, folder) for v in value]
-    if isinstance(value, str):
-        return value.replace(str(folder), "<out>")
-    return value
+    """The golden tests' normalisation (timings, hashes, provenance dropped), ``folder`` -> ``<tmp>``."""
+    return normalise(value, str(folder))
 
 
 def _square(job: int, *, offset: int) -> int:
@@ -154,3 +147,17 @@ def test_robustness_study_on_ray_equals_in_process(tmp_path):
         results[name] = _normalise(data, tmp_path / name)
     assert results["ray"] == results["here"]
     assert {p["model"] for p in results["here"]["points"]} == {"st_model", "at_model"}
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--executor", "dask"], "--executor must be one of"),
+        (["--ray-address", "auto"], "--ray-address needs"),
+    ],
+)
+def test_bad_executor_options_are_one_line_exit_2(run_cli, tmp_path, options, fragment):
+    code, _, err = run_cli(
+        ["benchmark", "--quick", "--methods", "finetune", *options, "--out", tmp_path / "b"]
+    )
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
