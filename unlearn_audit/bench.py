@@ -41,6 +41,7 @@ from unlearn_audit.api import ProgressFactory
 from unlearn_audit.audit import evaluate
 from unlearn_audit.data import Roles, make_roles
 from unlearn_audit.errors import ConfigError
+from unlearn_audit.executor import Executor, InProcess
 from unlearn_audit.models import LoadedModel, fingerprint_module, load_model
 from unlearn_audit.policy import DEFAULT_POLICY, Policy
 from unlearn_audit.progress import Say, no_progress, silent
@@ -497,6 +498,7 @@ def run_benchmark(
     *,
     say: Say | None = None,
     progress_factory: ProgressFactory = no_progress,
+    executor: Executor | None = None,
 ) -> BenchmarkResult:
     """Run the benchmark and write ``benchmark.{md,csv,json,html}`` to ``out_dir``.
 
@@ -506,6 +508,9 @@ def run_benchmark(
         say: called with one line after every step (the CLI adds the elapsed time).
         progress_factory: ``progress_factory(description)`` -> context manager yielding a
             ``progress(done, total)`` callback, for training and unlearning.
+        executor: runs the seeds (in process, one after another, when ``None``); a
+            :class:`unlearn_audit.executor.RayExecutor` runs one Ray task per seed, with the
+            same results.
 
     Raises:
         ConfigError: unknown method (the message lists the valid ones), bad parameter, bad data.
@@ -518,10 +523,16 @@ def run_benchmark(
         )
     instances = check_methods(methods, config.method_params)
     bench = _Benchmark(config, out_dir, say or silent, progress_factory, instances)
+    executor = executor or InProcess()
     runs: list[BenchmarkRun] = []
-    for s in range(config.seeds):
-        seed = bench.prepare_seed(s)
-        runs += [bench.method_run(seed, method) for method in (GOLD, *methods)]
+    for seed_runs, notes in executor.map(
+        _seed_runs,
+        range(config.seeds),
+        shared={"bench": bench if executor.local else bench.detached()},
+        device=bench.device,
+    ):
+        runs += seed_runs
+        bench.row_notes.update(notes)
     rows = tuple(
         summarize_runs(
             m,
@@ -534,6 +545,15 @@ def run_benchmark(
     result = BenchmarkResult(config.to_dict(), rows, tuple(runs), bench.provenance(instances), _notes(runs))
     write_benchmark(result, bench.out)
     return result
+
+
+def _seed_runs(s: int, *, bench: _Benchmark) -> tuple[list[BenchmarkRun], dict[str, str]]:
+    """One seed of the benchmark (a job of the executor): train its two models, then unlearn
+    and audit every method; returns the runs and the row notes the methods set."""
+    seed = bench.prepare_seed(s)
+    methods = tuple(m for m in bench.config.methods if m != GOLD)
+    runs = [bench.method_run(seed, method) for method in (GOLD, *methods)]
+    return runs, dict(bench.row_notes)
 
 
 def _notes(runs: Sequence[BenchmarkRun]) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ from unlearn_audit.cli_common import (
     state,
 )
 from unlearn_audit.cli_compare import register as register_compare_command
+from unlearn_audit.cli_executor import ExecutorOpt, MixedPrecisionOpt, RayAddressOpt
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
 
 try:  # typer >= 0.20 vendors click
@@ -360,6 +361,9 @@ def evaluate(
     forget_seed: ForgetSeedOpt = None,
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
+    executor: ExecutorOpt = "inprocess",
+    ray_address: RayAddressOpt = None,
+    mixed_precision: MixedPrecisionOpt = False,
 ) -> None:
     """Audit an unlearned model: membership inference, accuracy, robustness, distances; gate on a policy.
 

@@ -27,6 +27,7 @@ from unlearn_audit.cli_common import (
     progress_bar,
     state,
 )
+from unlearn_audit.cli_executor import ExecutorOpt, RayAddressOpt, opened_executor
 from unlearn_audit.run_config import parse_method_sets, parse_methods
 
 if TYPE_CHECKING:
@@ -176,6 +177,8 @@ def benchmark(
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
     timeout: TimeoutOpt = None,
+    executor: ExecutorOpt = "inprocess",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Compare unlearning methods against retraining: the AMUN table, audited, mean ± std over seeds.
 
@@ -214,7 +217,8 @@ def benchmark(
             device=device,
             resume=resume,
         )
-        return run_benchmark(config, out, say=say, progress_factory=progress_factory)
+        with opened_executor(executor, ray_address) as jobs:
+            return run_benchmark(config, out, say=say, progress_factory=progress_factory, executor=jobs)
 
     _run_table_command(
         out,
@@ -246,6 +250,8 @@ def robustness_study(
     split_seed: SplitSeedOpt = 0,
     device: DeviceOpt = "auto",
     timeout: TimeoutOpt = None,
+    executor: ExecutorOpt = "inprocess",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Robustness before and after unlearning: ACC, R-ACC and Gap for RQ1-RQ4.
 
@@ -281,7 +287,8 @@ def robustness_study(
             device=device,
             resume=resume,
         )
-        return run_study(config, out, say=say, progress_factory=progress_factory)
+        with opened_executor(executor, ray_address) as jobs:
+            return run_study(config, out, say=say, progress_factory=progress_factory, executor=jobs)
 
     def row_line(row: Any) -> str:
         if not row.measured:

@@ -129,6 +129,9 @@ class EvaluateRequest:
     device: str = "auto"
     cache_dir: str | Path | None = None
     no_cache: bool = False
+    executor: str = "inprocess"
+    ray_address: str | None = None
+    mixed_precision: bool = False
     trust_torchscript: bool = False
     timeout: float | None = None
     progress_factory: ProgressFactory = no_progress
@@ -309,10 +312,16 @@ def _reference_models(loaded: _Inputs, req: EvaluateRequest, device: torch.devic
     """Reference models trained without the forget set: ``--reference-models N`` trained here
     (from a verified cache unless ``--no-cache``), or those in ``--reference-dir``, or none."""
     if req.reference_models:
-        with req.progress_factory(f"training {req.reference_models} reference models") as progress:
+        from unlearn_audit.executor import make_executor
+
+        with (
+            req.progress_factory(f"training {req.reference_models} reference models") as progress,
+            make_executor(req.executor, req.ray_address) as jobs,
+        ):
             return train_reference_set(
                 loaded.original, loaded.roles, count=req.reference_models, seed=req.seed, device=device,
-                cache_dir=req.cache_dir, progress=progress, use_cache=not req.no_cache,
+                cache_dir=req.cache_dir, progress=progress, use_cache=not req.no_cache, executor=jobs,
+                mixed_precision=req.mixed_precision,
             )  # fmt: skip
     if req.reference_dir:
         return load_reference_dir(

@@ -30,6 +30,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from unlearn_audit.metrics import squared_distance, squared_norm
+
 MIN_RELATIVE_CHANGE = 3e-5
 """Relative parameter change below which a model counts as the original's weights.
 
@@ -66,7 +68,8 @@ def float_tensors(module: nn.Module) -> list[torch.Tensor]:
 
     Native modules, the ``torch.export`` wrapper (its graph module keeps the state as parameters
     and buffers), TorchScript modules and modules filled from safetensors all expose their state
-    through ``state_dict``; tensors shared under two names are counted once.
+    through ``state_dict``; tensors shared under two names are counted once. They stay where the
+    module keeps them (no copy to the host).
     """
     seen: set[int] = set()
     out = []
@@ -77,7 +80,7 @@ def float_tensors(module: nn.Module) -> list[torch.Tensor]:
         if key in seen:
             continue
         seen.add(key)
-        out.append(tensor.detach().to("cpu", torch.float64))
+        out.append(tensor.detach())
     return out
 
 
@@ -90,7 +93,7 @@ def _by_shape(tensors: list[torch.Tensor]) -> dict[tuple[int, ...], list[torch.T
 
 def _matched_squared_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     """Sum of squared differences of the pairing of ``a`` with ``b`` (same shape) that minimises it."""
-    cost = np.array([[float(torch.sum((x - y) ** 2)) for y in b] for x in a])
+    cost = np.array([[float(squared_distance(x, y)) for y in b] for x in a])
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].sum())
 
@@ -111,7 +114,7 @@ def relative_parameter_change(original: nn.Module, other: nn.Module) -> Paramete
             False, note="the tensor shapes differ (another architecture); only outputs are compared"
         )
     sq_diff = sum(_matched_squared_difference(ga[s], gb[s]) for s in ga)
-    sq_norm = sum(float(torch.sum(t**2)) for t in ta)
+    sq_norm = sum(float(squared_norm(t)) for t in ta)
     if sq_norm == 0:
         return ParameterChange(False, note="the original's weights are all zero")
     return ParameterChange(True, relative=math.sqrt(sq_diff / sq_norm), matched_tensors=len(ta))

@@ -57,6 +57,52 @@ class ParameterDistance:
         }
 
 
+#: Elements per step of :func:`pair_sums`: bounds the float64 copies it makes on the device.
+CHUNK = 1 << 22
+
+
+def _accumulator(device: torch.device) -> torch.dtype:
+    """float64 for sums of squares, except on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _chunks(first: torch.Tensor, *others: torch.Tensor):
+    """Matching slices of the flattened tensors, in the accumulator dtype on ``first``'s device;
+    the others are moved there a slice at a time, never whole."""
+    dtype = _accumulator(first.device)
+    flat = [t.detach().reshape(-1) for t in (first, *others)]
+    for start in range(0, flat[0].numel(), CHUNK):
+        yield [f[start : start + CHUNK].to(device=first.device, dtype=dtype) for f in flat]
+
+
+def pair_sums(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[sum((a-b)^2), sum(a^2), sum(b^2), sum(a*b)]`` of two same-size tensors, on ``a``'s device.
+
+    Computed chunk by chunk (:data:`CHUNK` elements) and left on the device, so a caller summing
+    over a whole model copies a few numbers per tensor to the host, not the model.
+    """
+    out = torch.zeros(4, dtype=_accumulator(a.device), device=a.device)
+    for x, y in _chunks(a, b):
+        out += torch.stack([torch.sum((x - y) ** 2), torch.sum(x**2), torch.sum(y**2), torch.sum(x * y)])
+    return out
+
+
+def squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum((a-b)^2)`` as a 0-d tensor on ``a``'s device, chunk by chunk like :func:`pair_sums`."""
+    out = torch.zeros((), dtype=_accumulator(a.device), device=a.device)
+    for x, y in _chunks(a, b):
+        out += torch.sum((x - y) ** 2)
+    return out
+
+
+def squared_norm(a: torch.Tensor) -> torch.Tensor:
+    """``sum(a^2)`` as a 0-d tensor on ``a``'s device, chunk by chunk like :func:`pair_sums`."""
+    out = torch.zeros((), dtype=_accumulator(a.device), device=a.device)
+    for (x,) in _chunks(a):
+        out += torch.sum(x**2)
+    return out
+
+
 def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in module.state_dict().items() if torch.is_floating_point(v)}
 
@@ -64,7 +110,9 @@ def _float_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def parameter_distance(a: nn.Module, b: nn.Module) -> ParameterDistance:
     """Parameter distances between ``a`` and ``b``, computed on ``a``'s device.
 
-    Models whose state_dicts differ in names or shapes are not comparable: the result says so.
+    Every tensor's sums stay on the device (:func:`pair_sums`); only its four sums come back to
+    the host. Models whose state_dicts differ in names or shapes are not comparable: the
+    result says so.
     """
     sa, sb = _float_state(a), _float_state(b)
     if not sa:
@@ -78,17 +126,15 @@ def parameter_distance(a: nn.Module, b: nn.Module) -> ParameterDistance:
         return ParameterDistance(
             False, note=f"architectures differ (shape of {mismatched[0]}); distances skipped"
         )
+    sums = [pair_sums(ta, sb[name]).cpu().tolist() for name, ta in sa.items()]
     per_layer: dict[str, float] = {}
     sq_diff = sq_a = sq_b = dot = 0.0
-    for name, ta in sa.items():
-        ta64 = ta.double()
-        tb64 = sb[name].to(ta.device).double()
-        d = float(torch.sum((ta64 - tb64) ** 2))
+    for name, (d, qa, qb, ab) in zip(sa, sums, strict=True):
         per_layer[name] = math.sqrt(d)
         sq_diff += d
-        sq_a += float(torch.sum(ta64**2))
-        sq_b += float(torch.sum(tb64**2))
-        dot += float(torch.sum(ta64 * tb64))
+        sq_a += qa
+        sq_b += qb
+        dot += ab
     l2 = math.sqrt(sq_diff)
     norm_a, norm_b = math.sqrt(sq_a), math.sqrt(sq_b)
     return ParameterDistance(

@@ -21,10 +21,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from unlearn_audit.data import Roles
 from unlearn_audit.errors import ConfigError
+from unlearn_audit.executor import Executor
 from unlearn_audit.models import LoadedModel, build_model, fingerprint_module, load_model, save_checkpoint
 from unlearn_audit.progress import ProgressFn
 from unlearn_audit.training import TrainConfig, train_model
@@ -69,17 +71,36 @@ def train_reference_set(
     cache_dir: str | Path | None = None,
     progress: ProgressFn | None = None,
     use_cache: bool = True,
+    executor: Executor | None = None,
+    mixed_precision: bool = False,
 ) -> ReferenceSet:
     """Train ``count`` reference models WITHOUT the forget set, with the original's recipe.
 
     Needs a native checkpoint (architecture and training recipe recorded). Cached checkpoints
-    are used only when their recorded provenance matches (see the module docstring).
+    are used only when their recorded provenance matches (see the module docstring). The
+    models still to train are trained by ``executor`` (in process when ``None``; one Ray task
+    per model with :class:`unlearn_audit.executor.RayExecutor`). ``mixed_precision`` trains a
+    plain Adam recipe with bfloat16/float16 forward passes (see
+    :func:`attacks.reference_training.train_reference_models`); such models are cached apart.
     """
     cfg = _original_recipe(original)
-    key = _cache_key(original, cfg, roles)
+    key = _cache_key(original, cfg, roles, mixed_precision)
     seeds = [10_000 + seed * 1_000 + r for r in range(count)]
+
+    def train(chosen: list[int]) -> list[nn.Module]:
+        return _train_references(
+            original,
+            cfg,
+            roles,
+            chosen,
+            device=device,
+            progress=progress,
+            executor=executor,
+            mixed_precision=mixed_precision,
+        )
+
     if not use_cache:
-        models = _train_references(original, cfg, roles, seeds, device=device, progress=progress)
+        models = train(seeds)
         listing = [
             {"source": "trained (no cache)", "seed": s, "sha256": fingerprint_module(m)}
             for s, m in zip(seeds, models, strict=True)
@@ -90,12 +111,12 @@ def train_reference_set(
             listing,
         )
     folder = cache_root(cache_dir) / "reference-models" / key
-    expected = {s: _provenance(original, cfg, roles, s, key) for s in seeds}
+    expected = {s: _provenance(original, cfg, roles, s, key, mixed_precision) for s in seeds}
     paths = {s: folder / f"ref-{s}.pt" for s in seeds}
     stale = [s for s in seeds if paths[s].is_file() and not _matches(paths[s], expected[s], device)]
     missing = [s for s in seeds if not paths[s].is_file() or s in stale]
     if missing:
-        models = _train_references(original, cfg, roles, missing, device=device, progress=progress)
+        models = train(missing)
         for s, m in zip(missing, models, strict=True):
             _save_reference(m, paths[s], original, expected[s])
     loaded = [load_model(paths[s], device=device) for s in seeds]
@@ -148,9 +169,12 @@ def load_reference_dir(
     return ReferenceSet([m.module for m in loaded], f"from {directory} ({len(files)} files)", listing)
 
 
-def _provenance(original: LoadedModel, cfg: TrainConfig, roles: Roles, seed: int, key: str) -> dict:
+def _provenance(
+    original: LoadedModel, cfg: TrainConfig, roles: Roles, seed: int, key: str, mixed_precision: bool
+) -> dict:
     """What a cached reference checkpoint must record to be used."""
     return {
+        **({"mixed_precision": True} if mixed_precision else {}),
         "role": "reference",
         "seed": seed,
         "train_config": cfg.to_dict(),
@@ -197,10 +221,12 @@ def _original_recipe(original: LoadedModel) -> TrainConfig:
     return TrainConfig.from_dict(recipe) if isinstance(recipe, dict) else TrainConfig()
 
 
-def _cache_key(original: LoadedModel, cfg: TrainConfig, roles: Roles) -> str:
-    """What decides a reference model besides its seed, hashed into a folder name."""
+def _cache_key(original: LoadedModel, cfg: TrainConfig, roles: Roles, mixed_precision: bool) -> str:
+    """What decides a reference model besides its seed, hashed into a folder name (mixed
+    precision only when on, so full-precision keys stay what they were)."""
     source = json.dumps(
         {
+            **({"mixed_precision": True} if mixed_precision else {}),
             "arch": original.arch,
             "kwargs": original.arch_kwargs,
             "cfg": cfg.to_dict(),
@@ -213,42 +239,99 @@ def _cache_key(original: LoadedModel, cfg: TrainConfig, roles: Roles) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:24]
 
 
-def _train_references(
-    original: LoadedModel, cfg: TrainConfig, roles: Roles, seeds: list[int], *, device, progress
-) -> list[nn.Module]:
-    """One model per seed on the retain set: all at once (``attacks.reference``) for a plain Adam
-    recipe, else one by one with :func:`unlearn_audit.training.train_model`."""
-    from attacks.reference import resolve_strategy, train_reference_models
+@dataclass(frozen=True)
+class _ReferenceRecipe:
+    """How every reference model of one original is built and trained (picklable for Ray tasks)."""
 
-    def make(seed: int | None = None) -> nn.Module:
+    arch: str
+    num_classes: int
+    input_shape: tuple[int, ...] | None
+    arch_kwargs: dict
+    cfg: TrainConfig
+    device: torch.device
+    mixed_precision: bool = False
+
+    def make(self, seed: int | None = None) -> nn.Module:
+        """A fresh model of the original's architecture (seeded when ``seed`` is given)."""
         return build_model(
-            original.arch,  # type: ignore[arg-type]
-            num_classes=original.num_classes,  # type: ignore[arg-type]
-            input_shape=original.input_shape,  # type: ignore[arg-type]
+            self.arch,  # type: ignore[arg-type]
+            num_classes=self.num_classes,
+            input_shape=self.input_shape,  # type: ignore[arg-type]
             seed=seed,
-            **original.arch_kwargs,
+            **self.arch_kwargs,
         )
 
+
+def _train_seeds(
+    seeds: list[int], *, recipe: _ReferenceRecipe, retain, progress: ProgressFn | None = None
+) -> list[nn.Module]:
+    """One model per seed on the retain set: all at once (``attacks.reference``) for a plain Adam
+    recipe (optionally in mixed precision), else one by one in full precision with
+    :func:`unlearn_audit.training.train_model`. A job of
+    :func:`_train_references`, so a top-level function."""
+    from attacks.reference import resolve_strategy, train_reference_models
+
+    cfg, device = recipe.cfg, recipe.device
     if cfg.optimizer == "adam" and cfg.adversarial is None:
         return train_reference_models(
-            make,
-            roles.retain.x,
-            roles.retain.y,
+            recipe.make,
+            retain.x,
+            retain.y,
             seeds=seeds,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
             device=device,
-            strategy=resolve_strategy(make(), "auto"),
+            strategy=resolve_strategy(recipe.make(), "auto"),
             progress=progress,
+            mixed_precision=recipe.mixed_precision,
         )
     models = []
     for s in seeds:
-        m = make(s)
-        train_model(m, roles.retain, replace(cfg, seed=s), device=device)
+        m = recipe.make(s)
+        train_model(m, retain, replace(cfg, seed=s), device=device)
         models.append(m)
     return models
+
+
+def _train_references(
+    original: LoadedModel,
+    cfg: TrainConfig,
+    roles: Roles,
+    seeds: list[int],
+    *,
+    device,
+    progress,
+    executor: Executor | None = None,
+    mixed_precision: bool = False,
+) -> list[nn.Module]:
+    """The models of ``seeds``: in process all in one job (batched training pays there), with an
+    executor that distributes, one job per seed.
+
+    Each model depends only on its seed, so both give the same models; with batched (vmap)
+    training of convolutional models the two agree up to float rounding, since a convolution
+    batched over several models sums in another order than one model's.
+    """
+    recipe = _ReferenceRecipe(
+        arch=original.arch,  # type: ignore[arg-type]
+        num_classes=original.num_classes,  # type: ignore[arg-type]
+        input_shape=original.input_shape,
+        arch_kwargs=dict(original.arch_kwargs),
+        cfg=cfg,
+        device=torch.device(device),
+        mixed_precision=mixed_precision,
+    )
+    if executor is None or executor.local:
+        return _train_seeds(seeds, recipe=recipe, retain=roles.retain, progress=progress)
+    chunks = executor.map(
+        _train_seeds,
+        [[s] for s in seeds],
+        shared={"recipe": recipe, "retain": roles.retain},
+        device=recipe.device,
+        progress=progress,
+    )
+    return [m.to(recipe.device) for chunk in chunks for m in chunk]
 
 
 def _save_reference(model: nn.Module, path: Path, original: LoadedModel, provenance: dict) -> None:

@@ -9,6 +9,7 @@ not change (:class:`ArtifactStore`), so an interrupted run picks up where it sto
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -23,9 +24,10 @@ from unlearn_audit import __version__
 from unlearn_audit.api import train_checkpoint, unlearn_checkpoint
 from unlearn_audit.data import load_dataset, sha256_file
 from unlearn_audit.errors import ConfigError
+from unlearn_audit.executor import worker_say
 from unlearn_audit.fileio import atomic_write_text
 from unlearn_audit.models import resolve_device
-from unlearn_audit.progress import ProgressFactory, Say
+from unlearn_audit.progress import ProgressFactory, Say, no_progress
 from unlearn_audit.provenance import environment
 from unlearn_audit.report import write_json
 from unlearn_audit.robustness import robustness_measure, robustness_subset  # noqa: F401  (bench, study)
@@ -311,6 +313,14 @@ class RunSteps:
             f"{tag}: unlearn {method}: " + ("reused" if built.reused else f"done in {built.seconds:.1f}s")
         )
         return built
+
+    def detached(self) -> RunSteps:
+        """A copy that can run as a job away from this process (a Ray task): it reports through
+        :func:`unlearn_audit.executor.worker_say` and shows no progress bars; everything else
+        (data, device, output folder, config) is shared."""
+        job = copy.copy(self)
+        job.say, job.progress_factory = worker_say, no_progress
+        return job
 
     def provenance(self, instances: Mapping[str, Any]) -> dict:
         """Provenance of the run: the environment, wall time so far, every method's parameters,

@@ -32,6 +32,7 @@ Checkpoints, measurements and ``.key.json`` sidecars go to ``out_dir/seed-<s>/``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from pathlib import Path
 
 from unlearn_audit.api import ProgressFactory
 from unlearn_audit.errors import ConfigError, UnlearnAuditError
+from unlearn_audit.executor import Executor, InProcess
 from unlearn_audit.methods import get_method, list_methods
 from unlearn_audit.models import load_model
 from unlearn_audit.progress import Say, no_progress, silent
@@ -426,12 +428,26 @@ class _Study(RunSteps):
         )
 
 
+def _study_cell(
+    cell: tuple[int, str], *, study: _Study
+) -> tuple[list[RobustnessPoint], dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+    """One (seed, model) cell of the study (a job of the executor): its points, and the
+    unavailable pairs and "before" notes it found, collected apart from ``study``'s so the
+    caller merges every cell the same way wherever it ran."""
+    seed, kind = cell
+    mine = copy.copy(study)
+    mine.points, mine.before_notes, mine.unavailable = [], {}, dict(study.unavailable)
+    mine.run_model(seed, kind)
+    return mine.points, mine.unavailable, mine.before_notes
+
+
 def run_study(
     config: StudyConfig,
     out_dir: str | Path,
     *,
     say: Say | None = None,
     progress_factory: ProgressFactory = no_progress,
+    executor: Executor | None = None,
 ) -> StudyResult:
     """Run the study and write ``robustness-study.{md,csv,json,html}`` to ``out_dir``.
 
@@ -441,6 +457,9 @@ def run_study(
         say: called with one line after every step (the CLI adds the elapsed time).
         progress_factory: ``progress_factory(description)`` -> context manager yielding a
             ``progress(done, total)`` callback, for training and unlearning.
+        executor: runs the (seed, model) cells (in process, one after another, when ``None``);
+            a :class:`unlearn_audit.executor.RayExecutor` runs one Ray task per cell, with the
+            same results.
 
     Raises:
         ConfigError: a bad parameter of a bundled method, a ``--set`` for a method not run, bad data.
@@ -448,9 +467,17 @@ def run_study(
     methods = parse_methods(config.methods)
     instances, unavailable = _bundled(methods, config.method_params)
     study = _Study(config, out_dir, say or silent, progress_factory, instances, unavailable)
-    for s in range(config.seeds):
-        for kind in MODELS:
-            study.run_model(s, kind)
+    executor = executor or InProcess()
+    cells = [(s, kind) for s in range(config.seeds) for kind in MODELS]
+    for points, cell_unavailable, before_notes in executor.map(
+        _study_cell,
+        cells,
+        shared={"study": study if executor.local else study.detached()},
+        device=study.device,
+    ):
+        study.points += points
+        study.unavailable.update(cell_unavailable)
+        study.before_notes.update(before_notes)
     rows = study.rows(methods)
     result = StudyResult(
         config.to_dict(), rows, tuple(study.points), study.provenance(instances), study.notes()
